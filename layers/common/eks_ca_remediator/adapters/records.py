@@ -1,0 +1,182 @@
+"""The remediation records table (DynamoDB).
+
+Items of one instance share the partition key `pk` = instance id:
+- one item per remediation attempt, `sk` = `ATTEMPT#<created_at>#<trigger>#<key>`; the key is
+  derived from what triggered it (EventBridge event id, Lambda request id), so a redelivered
+  trigger maps to the same item and a conditional put makes it a no-op;
+- one `HEAD` item holding the instance's in-flight claim: a conditional update lets exactly
+  one attempt at a time send a command to the node, whatever the number of concurrent triggers.
+GSI `by-cluster` (cluster, created_at) lists a cluster's attempts in a time range; the HEAD
+item has no created_at and so stays out of it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
+
+from eks_ca_remediator.errors import RecordConflict
+from eks_ca_remediator.models import Status
+
+HEAD = "HEAD"
+ATTEMPT_PREFIX = "ATTEMPT#"
+CLUSTER_INDEX = "by-cluster"
+
+
+def attempt_sk(created_at: str, trigger: str, key: str) -> str:
+    return f"{ATTEMPT_PREFIX}{created_at}#{trigger}#{key}"
+
+
+def _to_dynamo(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str), parse_float=Decimal)
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo(v) for v in value]
+    return value
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] == "ConditionalCheckFailedException"
+
+
+@dataclass(frozen=True)
+class Claim:
+    won: bool
+    holder: str | None
+
+
+class RecordStore:
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    # ------------------------------------------------------------ attempts
+
+    def create_attempt(self, item: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
+        """Put a new attempt unless it exists. Returns (created, the item as stored)."""
+        try:
+            self._table.put_item(Item=_to_dynamo(dict(item)), ConditionExpression=Attr("pk").not_exists())
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            existing = self.get_attempt(item["pk"], item["sk"])
+            if existing is None:  # pragma: no cover - deleted between the two calls
+                raise RecordConflict(f"attempt {item['sk']} vanished during a conditional put") from exc
+            return False, existing
+        return True, dict(item)
+
+    def get_attempt(self, instance_id: str, sk: str) -> dict[str, Any] | None:
+        raw = self._table.get_item(Key={"pk": instance_id, "sk": sk}, ConsistentRead=True).get("Item")
+        return _from_dynamo(raw) if raw else None
+
+    def update_attempt(
+        self,
+        instance_id: str,
+        sk: str,
+        fields: Mapping[str, Any],
+        only_if_status_in: Iterable[Status] | None = None,
+    ) -> dict[str, Any] | None:
+        """Set fields on an existing attempt; None when `only_if_status_in` does not hold."""
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        values = {f":v{i}": _to_dynamo(value) for i, value in enumerate(fields.values())}
+        expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
+        condition = Attr("pk").exists()
+        if only_if_status_in is not None:
+            condition &= Attr("status").is_in([s.value for s in only_if_status_in])
+        try:
+            raw = self._table.update_item(
+                Key={"pk": instance_id, "sk": sk},
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ConditionExpression=condition,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return _from_dynamo(raw["Attributes"])
+
+    def latest(self, instance_id: str) -> dict[str, Any] | None:
+        items = self._table.query(
+            KeyConditionExpression=Key("pk").eq(instance_id) & Key("sk").begins_with(ATTEMPT_PREFIX),
+            ScanIndexForward=False,
+            Limit=1,
+        )["Items"]
+        return _from_dynamo(items[0]) if items else None
+
+    def find_by_command(self, instance_id: str, command_id: str) -> dict[str, Any] | None:
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("pk").eq(instance_id) & Key("sk").begins_with(ATTEMPT_PREFIX),
+            "FilterExpression": Attr("command_id").eq(command_id),
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._table.query(**kwargs)
+            if page["Items"]:
+                return _from_dynamo(page["Items"][0])
+            if "LastEvaluatedKey" not in page:
+                return None
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def cluster_attempts(self, cluster: str, since: str, until: str) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "IndexName": CLUSTER_INDEX,
+            "KeyConditionExpression": Key("cluster").eq(cluster) & Key("created_at").between(since, until),
+        }
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._table.query(**kwargs)
+            items += [_from_dynamo(i) for i in page["Items"]]
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # ------------------------------------------------------------ in-flight claim
+
+    def claim(self, instance_id: str, sk: str, now: float, hold_seconds: int) -> Claim:
+        """Make `sk` the instance's in-flight attempt unless another live attempt holds it."""
+        try:
+            self._table.update_item(
+                Key={"pk": instance_id, "sk": HEAD},
+                UpdateExpression="SET active_attempt = :me, active_until = :until",
+                ConditionExpression=(
+                    Attr("active_attempt").not_exists()
+                    | Attr("active_attempt").eq(sk)
+                    | Attr("active_until").lt(Decimal(str(now)))
+                ),
+                ExpressionAttributeValues={":me": sk, ":until": Decimal(str(now + hold_seconds))},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            head = self._table.get_item(Key={"pk": instance_id, "sk": HEAD}, ConsistentRead=True).get("Item", {})
+            return Claim(won=False, holder=head.get("active_attempt"))
+        return Claim(won=True, holder=sk)
+
+    def release(self, instance_id: str, sk: str) -> bool:
+        """Clear the in-flight claim if `sk` still holds it."""
+        try:
+            self._table.update_item(
+                Key={"pk": instance_id, "sk": HEAD},
+                UpdateExpression="REMOVE active_attempt, active_until",
+                ConditionExpression=Attr("active_attempt").eq(sk),
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True

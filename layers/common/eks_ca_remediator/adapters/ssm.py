@@ -1,0 +1,105 @@
+"""SSM Run Command: agent status, SendCommand, command invocation output."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from eks_ca_remediator.decisions import chunks
+from eks_ca_remediator.errors import AgentNotRegistered, AttemptNotFound
+from eks_ca_remediator.models import INSTANCE_ID_RE
+
+
+@dataclass(frozen=True)
+class Invocation:
+    status: str
+    status_details: str
+    stdout: str
+    stderr: str
+
+
+class RunCommand:
+    def __init__(self, ssm_client: Any, document_name: str, step_name: str) -> None:
+        self._ssm = ssm_client
+        self.document_name = document_name
+        self.step_name = step_name
+
+    def ping_status(self, instance_ids: Sequence[str]) -> dict[str, str]:
+        """PingStatus per instance id; unregistered instances are absent."""
+        statuses: dict[str, str] = {}
+        for batch in chunks(list(dict.fromkeys(instance_ids)), 50):
+            kwargs: dict[str, Any] = {"Filters": [{"Key": "InstanceIds", "Values": batch}], "MaxResults": 50}
+            while True:
+                page = self._ssm.describe_instance_information(**kwargs)
+                for info in page.get("InstanceInformationList", []):
+                    statuses[info["InstanceId"]] = info.get("PingStatus", "Unknown")
+                if not page.get("NextToken"):
+                    break
+                kwargs["NextToken"] = page["NextToken"]
+        return statuses
+
+    def send(
+        self,
+        instance_ids: Sequence[str],
+        parameters: dict[str, list[str]],
+        comment: str,
+        timeout_seconds: int,
+    ) -> str:
+        """Send our document to at most 50 instances; returns the CommandId.
+
+        Our own input is checked here, before AWS sees it. Raises AgentNotRegistered when SSM
+        rejects an instance id (agent gone or not yet registered).
+        """
+        ids = list(instance_ids)
+        if not 1 <= len(ids) <= 50:
+            raise ValueError(f"SendCommand takes 1..50 instance ids, got {len(ids)}")
+        bad = [i for i in ids if not INSTANCE_ID_RE.fullmatch(i)]
+        if bad:
+            raise ValueError(f"not instance ids: {bad}")
+        try:
+            response = self._ssm.send_command(
+                InstanceIds=ids,
+                DocumentName=self.document_name,
+                DocumentVersion="$DEFAULT",
+                Parameters=parameters,
+                Comment=comment[:100],
+                TimeoutSeconds=max(30, timeout_seconds),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "InvalidInstanceId":
+                raise AgentNotRegistered(f"SSM rejected instance ids {ids}: {exc}") from exc
+            raise
+        return response["Command"]["CommandId"]
+
+    def commands_with_comment(self, instance_id: str, comment: str) -> list[str]:
+        """Command ids of our document sent to instance_id with exactly this comment (send recovery)."""
+        kwargs: dict[str, Any] = {
+            "InstanceId": instance_id,
+            "Filters": [{"key": "DocumentName", "value": self.document_name}],
+        }
+        found: list[str] = []
+        while True:
+            page = self._ssm.list_commands(**kwargs)
+            found += [c["CommandId"] for c in page.get("Commands", []) if c.get("Comment") == comment[:100]]
+            if not page.get("NextToken"):
+                return found
+            kwargs["NextToken"] = page["NextToken"]
+
+    def invocation(self, command_id: str, instance_id: str) -> Invocation:
+        try:
+            raw = self._ssm.get_command_invocation(
+                CommandId=command_id, InstanceId=instance_id, PluginName=self.step_name
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("InvocationDoesNotExist", "InvalidCommandId"):
+                raise AttemptNotFound(f"SSM has no invocation {command_id} on {instance_id}") from exc
+            raise
+        return Invocation(
+            status=raw.get("Status", ""),
+            status_details=raw.get("StatusDetails", ""),
+            stdout=raw.get("StandardOutputContent", ""),
+            stderr=raw.get("StandardErrorContent", ""),
+        )

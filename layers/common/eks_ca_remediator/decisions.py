@@ -1,0 +1,149 @@
+"""Pure decisions: no I/O, no clock reads. Everything here is a function of its arguments."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from eks_ca_remediator.models import NodeResult, Status
+
+T = TypeVar("T")
+
+SEND_COMMAND_MAX_TARGETS = 50
+CLUSTER_TAG_KEYS = ("eks:cluster-name", "aws:eks:cluster-name", "alpha.eksctl.io/cluster-name")
+CLUSTER_TAG_PREFIX = "kubernetes.io/cluster/"
+TAIL_CHARS = 2000
+
+
+def chunks[T](items: Sequence[T], size: int = SEND_COMMAND_MAX_TARGETS) -> Iterator[list[T]]:
+    """Split items into lists of at most `size` (SendCommand takes at most 50 instance ids)."""
+    if size < 1:
+        raise ValueError("chunk size must be positive")
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def cluster_names_from_tags(tags: Mapping[str, str]) -> set[str]:
+    """Every cluster name the instance's tags claim (EKS, managed node groups, Karpenter, eksctl)."""
+    names = {tags[key] for key in CLUSTER_TAG_KEYS if tags.get(key)}
+    names |= {
+        key.removeprefix(CLUSTER_TAG_PREFIX)
+        for key, value in tags.items()
+        if key.startswith(CLUSTER_TAG_PREFIX) and value in ("owned", "shared")
+    }
+    return names
+
+
+def enrolled_cluster(tags: Mapping[str, str], enrolled: Iterable[str]) -> str | None:
+    """The enrolled cluster this instance is a node of, or None when it is not one of ours."""
+    matches = sorted(cluster_names_from_tags(tags) & set(enrolled))
+    return matches[0] if matches else None
+
+
+@dataclass(frozen=True)
+class SendNow:
+    pass
+
+
+@dataclass(frozen=True)
+class WaitAgain:
+    delay_seconds: int
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    reason: str
+
+
+AgentDecision = SendNow | WaitAgain | GiveUp
+
+
+def agent_wait_decision(
+    ping_status: str | None, instance_state: str | None, now: float, deadline: float, recheck_seconds: int
+) -> AgentDecision:
+    """Decide what to do with a node whose SSM agent we are waiting for.
+
+    Online -> send now. Instance gone -> give up with that reason. Past the deadline -> give up.
+    Otherwise wait one more re-check interval, never past the deadline (SQS delay max 900 s).
+    """
+    if instance_state is not None and instance_state not in ("pending", "running"):
+        return GiveUp(f"instance is {instance_state} while waiting for its SSM agent")
+    if ping_status == "Online":
+        return SendNow()
+    remaining = deadline - now
+    if remaining <= 0:
+        seen = ping_status or "not registered"
+        return GiveUp(f"SSM agent not Online before the agent-wait deadline (last seen: {seen})")
+    return WaitAgain(delay_seconds=max(1, min(recheck_seconds, int(remaining + 0.999), 900)))
+
+
+# SSM invocation statuses (and status details) -> our record status.
+_SSM_STATUS = {
+    "Pending": Status.IN_PROGRESS,
+    "InProgress": Status.IN_PROGRESS,
+    "Delayed": Status.IN_PROGRESS,
+    "Success": Status.SUCCEEDED,
+    "Failed": Status.FAILED,
+    "Cancelled": Status.FAILED,
+    "Cancelling": Status.IN_PROGRESS,
+    "TimedOut": Status.TIMED_OUT,
+    "DeliveryTimedOut": Status.TIMED_OUT,
+    "ExecutionTimedOut": Status.TIMED_OUT,
+    "Undeliverable": Status.FAILED,
+    "Terminated": Status.FAILED,
+    "AccessDenied": Status.FAILED,
+    "InvalidPlatform": Status.FAILED,
+}
+
+
+def record_status_for(ssm_status: str) -> Status:
+    """Map an SSM invocation status (or status detail) to a record status."""
+    try:
+        return _SSM_STATUS[ssm_status]
+    except KeyError:
+        raise ValueError(f"unknown SSM invocation status {ssm_status!r}") from None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    reason: str
+    result: NodeResult | None
+
+
+def parse_node_result(stdout: str) -> NodeResult | None:
+    """The node script's final JSON line, or None when stdout has none that parses."""
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            return NodeResult.model_validate(json.loads(line))
+        except (ValueError, ValidationError):
+            return None
+    return None
+
+
+def outcome_of(ssm_status: str, status_details: str, stdout: str, dry_run: bool) -> Outcome:
+    """Decide the final record status from SSM's verdict and the node's own JSON result."""
+    status = record_status_for(status_details if status_details in _SSM_STATUS else ssm_status)
+    result = parse_node_result(stdout)
+    if result is None:
+        if status is Status.SUCCEEDED:
+            return Outcome(Status.FAILED, "node output has no parsable result line", None)
+        return Outcome(status, f"SSM status {status_details or ssm_status}; node output has no result line", None)
+    if status is Status.SUCCEEDED and result.result == "failure":
+        return Outcome(Status.FAILED, result.reason or "node reported failure", result)
+    if status is Status.SUCCEEDED and (dry_run or result.result == "dry-run"):
+        return Outcome(Status.DRY_RUN, "dry run: nothing was changed on the node", result)
+    if status is Status.SUCCEEDED:
+        return Outcome(status, "", result)
+    return Outcome(status, result.reason or f"SSM status {status_details or ssm_status}", result)
+
+
+def tail(text: str, limit: int = TAIL_CHARS) -> str:
+    return text[-limit:] if len(text) > limit else text

@@ -1,0 +1,33 @@
+"""Domain exceptions. Adapters raise them `from` the botocore ClientError they translate."""
+
+
+class RemediatorError(Exception):
+    """Base class of every error this product raises on purpose."""
+
+
+class InvalidRequest(RemediatorError):
+    """The caller's input is not acceptable; the message says why."""
+
+
+class ConfigurationError(RemediatorError):
+    """The deployment's configuration is incomplete or inconsistent."""
+
+
+class BundleError(RemediatorError):
+    """The CA bundle cannot be fetched or is not an acceptable CA bundle."""
+
+
+class InstanceNotFound(RemediatorError):
+    """EC2 does not know the instance (terminated long ago, wrong account or region)."""
+
+
+class AgentNotRegistered(RemediatorError):
+    """SSM rejected the instance id: its agent is not (or no longer) registered."""
+
+
+class AttemptNotFound(RemediatorError):
+    """A status event names a command this product has not recorded (yet)."""
+
+
+class RecordConflict(RemediatorError):
+    """A conditional write lost a race; the caller decides what that means."""

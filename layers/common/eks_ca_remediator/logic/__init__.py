@@ -1,0 +1,1 @@
+"""Business logic: composes decisions and adapters; no boto3 here."""

@@ -1,0 +1,66 @@
+"""OnCommandStatus: an invocation of our document changed status; record what the node reported."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from eks_ca_remediator.decisions import outcome_of, record_status_for, tail
+from eks_ca_remediator.errors import AttemptNotFound
+from eks_ca_remediator.logic.remediation import Remediator, iso
+from eks_ca_remediator.models import CommandInvocationStatusChange, Status
+
+logger = Logger(child=True)
+OPEN = (Status.PENDING_AGENT, Status.SENT, Status.IN_PROGRESS)
+
+
+def on_command_status(event: CommandInvocationStatusChange, remediator: Remediator) -> dict[str, Any]:
+    detail = event.detail
+    if detail.document_name != remediator.settings.document_name:
+        return {"action": "ignored", "reason": f"document {detail.document_name} is not ours"}
+    attempt = remediator.records.find_by_command(detail.instance_id, detail.command_id)
+    if attempt is None:
+        # The status event can overtake our own record of the send: raising makes Lambda retry
+        # (and, past its retries, the event lands in the dead-letter queue).
+        raise AttemptNotFound(f"no attempt records command {detail.command_id} on {detail.instance_id} (yet)")
+    now = remediator.clock()
+    status = record_status_for(detail.status)
+    if not status.terminal:
+        updated = remediator.records.update_attempt(
+            attempt["pk"],
+            attempt["sk"],
+            {"status": status.value, "updated_at": iso(now)},
+            only_if_status_in=(Status.SENT,),
+        )
+        return {"action": "progress" if updated else "stale", "status": status.value}
+    try:
+        invocation = remediator.run_command.invocation(detail.command_id, detail.instance_id)
+        stdout, stderr, details = invocation.stdout, invocation.stderr, invocation.status_details
+    except AttemptNotFound:
+        stdout, stderr, details = "", "", ""
+    outcome = outcome_of(detail.status, details, stdout, bool(attempt.get("dry_run")))
+    fields: dict[str, Any] = {
+        "status": outcome.status.value,
+        "reason": outcome.reason,
+        "ssm_status": detail.status,
+        "ssm_status_details": details,
+        "node_result": outcome.result.model_dump() if outcome.result else None,
+        "restarted": outcome.result.restarted if outcome.result else None,
+        "stdout_tail": tail(stdout),
+        "stderr_tail": tail(stderr),
+        "completed_at": iso(now),
+        "updated_at": iso(now),
+    }
+    updated = remediator.records.update_attempt(attempt["pk"], attempt["sk"], fields, only_if_status_in=OPEN)
+    remediator.records.release(attempt["pk"], attempt["sk"])
+    if updated is None:
+        logger.info("duplicate terminal status event", command_id=detail.command_id, instance_id=detail.instance_id)
+        return {"action": "duplicate", "status": attempt["status"]}
+    logger.info(
+        "attempt finished",
+        command_id=detail.command_id,
+        instance_id=detail.instance_id,
+        status=outcome.status.value,
+    )
+    return {"action": "recorded", "record": updated}

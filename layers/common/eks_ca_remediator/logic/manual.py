@@ -1,0 +1,53 @@
+"""Remediate (manual invoke): one instance, or every running node of an enrolled cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eks_ca_remediator.decisions import enrolled_cluster
+from eks_ca_remediator.errors import InstanceNotFound, InvalidRequest
+from eks_ca_remediator.logic.plans import build_plan
+from eks_ca_remediator.logic.remediation import Remediator
+from eks_ca_remediator.models import ManualRequest, Target, Trigger
+
+
+def _targets(request: ManualRequest, remediator: Remediator) -> list[Target]:
+    enrolled = remediator.settings.enrolled_clusters
+    if request.cluster is not None:
+        if request.cluster not in enrolled:
+            raise InvalidRequest(f"cluster {request.cluster!r} is not enrolled (enrolled: {', '.join(enrolled)})")
+        nodes = remediator.ec2.running_cluster_nodes(request.cluster)
+        targets = [
+            Target(instance_id=n.instance_id, cluster=request.cluster)
+            for n in nodes
+            if enrolled_cluster(n.tags, [request.cluster]) == request.cluster
+        ]
+        if not targets:
+            raise InvalidRequest(f"cluster {request.cluster!r} has no running nodes")
+        return targets
+    assert request.instance_id is not None
+    try:
+        instance = remediator.ec2.instance(request.instance_id)
+    except InstanceNotFound as exc:
+        raise InvalidRequest(str(exc)) from exc
+    if instance.state != "running":
+        raise InvalidRequest(f"instance {request.instance_id} is {instance.state}, not running")
+    cluster = enrolled_cluster(instance.tags, enrolled)
+    if cluster is None:
+        raise InvalidRequest(f"instance {request.instance_id} is not a node of an enrolled cluster")
+    return [Target(instance_id=request.instance_id, cluster=cluster)]
+
+
+def remediate(request: ManualRequest, request_id: str, remediator: Remediator) -> dict[str, Any]:
+    targets = _targets(request, remediator)
+    now = remediator.clock()
+    plan = build_plan(
+        remediator.settings,
+        Trigger.MANUAL,
+        now,
+        strategy=request.strategy,
+        dry_run=request.dry_run,
+        reason=request.reason or "manual invoke",
+    )
+    records = remediator.start(targets, plan, trigger_key=request_id, created_at=now)
+    return {"records": records, "count": len(records)}

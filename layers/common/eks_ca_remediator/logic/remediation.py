@@ -1,0 +1,254 @@
+"""Start, dispatch and wait: the remediation flow shared by every trigger.
+
+start()     one attempt record per target (conditional put: redelivery is a no-op), then
+            nodes whose SSM agent is Online are dispatched, the others wait.
+dispatch()  claim the node (HEAD item), mark the attempt with a send batch id, SendCommand in
+            batches of 50, record the CommandId. A crash between SendCommand and the record is
+            recovered on redelivery by finding the command through its comment (the batch id).
+recheck()   a queued node whose agent may be Online by now: send, wait again, or give up.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from eks_ca_remediator.adapters.ec2 import Ec2Reader
+from eks_ca_remediator.adapters.queue import AgentWaitQueue
+from eks_ca_remediator.adapters.records import RecordStore, attempt_sk
+from eks_ca_remediator.adapters.ssm import RunCommand
+from eks_ca_remediator.decisions import GiveUp, SendNow, agent_wait_decision, chunks
+from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError
+from eks_ca_remediator.logic.plans import plan_for_attempt
+from eks_ca_remediator.models import AgentWaitMessage, Plan, Status, Target
+from eks_ca_remediator.settings import Settings
+
+logger = Logger(child=True)
+
+COMMENT_PREFIX = "eks-ca-remediator batch "
+# A send marked on an attempt but with no CommandId recorded after this long is retried.
+STALE_SEND_SECONDS = 120
+WAITING = frozenset({Status.PENDING_AGENT})
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Remediator:
+    settings: Settings
+    records: RecordStore
+    run_command: RunCommand
+    ec2: Ec2Reader
+    queue: AgentWaitQueue | None
+    clock: Callable[[], float]
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, targets: Sequence[Target], plan: Plan, trigger_key: str, created_at: float) -> list[dict[str, Any]]:
+        """Create (or find, on redelivery) one attempt per target and move each one forward."""
+        now = self.clock()
+        attempts: list[dict[str, Any]] = []
+        fresh: list[dict[str, Any]] = []
+        for target in targets:
+            created, item = self.records.create_attempt(self._new_attempt(target, plan, trigger_key, created_at, now))
+            attempts.append(item)
+            if created or (Status(item["status"]) in WAITING and not item.get("command_id")):
+                fresh.append(item)
+            else:
+                logger.info("duplicate trigger: attempt already exists", instance_id=item["pk"], status=item["status"])
+        if fresh:
+            pings = self.run_command.ping_status([a["pk"] for a in fresh])
+            online = [a for a in fresh if pings.get(a["pk"]) == "Online"]
+            waiting = [a for a in fresh if pings.get(a["pk"]) != "Online"]
+            self.dispatch(online, plan)
+            for attempt in waiting:
+                self._wait(attempt, checks=0, delay=self.settings.agent_recheck_seconds)
+        return [self.records.get_attempt(a["pk"], a["sk"]) or a for a in attempts]
+
+    def _new_attempt(
+        self, target: Target, plan: Plan, trigger_key: str, created_at: float, now: float
+    ) -> dict[str, Any]:
+        created = iso(created_at)
+        return {
+            "pk": target.instance_id,
+            "sk": attempt_sk(created, plan.trigger.value, trigger_key),
+            "instance_id": target.instance_id,
+            "cluster": target.cluster,
+            "trigger": plan.trigger.value,
+            "trigger_key": trigger_key,
+            "strategy": plan.strategy.value,
+            "dry_run": plan.dry_run,
+            "registry_hosts": list(plan.registry_hosts),
+            "canary_image": plan.canary_image,
+            "fingerprint": plan.fingerprint,
+            "reason": plan.reason,
+            "status": Status.PENDING_AGENT.value,
+            "created_at": created,
+            "updated_at": iso(now),
+            "agent_wait_deadline": now + self.settings.agent_wait_deadline_seconds,
+            "expires_at": int(now + self.settings.record_ttl_days * 86400),
+        }
+
+    # ------------------------------------------------------------------ agent wait
+
+    def _wait(self, attempt: dict[str, Any], checks: int, delay: int) -> None:
+        if self.queue is None:
+            raise ConfigurationError("AGENT_WAIT_QUEUE_URL is not set: nodes cannot wait for their SSM agent")
+        message = AgentWaitMessage(
+            instance_id=attempt["pk"],
+            attempt_sk=attempt["sk"],
+            cluster=attempt["cluster"],
+            deadline=float(attempt["agent_wait_deadline"]),
+            checks=checks,
+        )
+        self.queue.schedule(message, delay)
+        logger.info("waiting for SSM agent", instance_id=attempt["pk"], delay_seconds=delay, checks=checks)
+
+    def recheck(self, messages: Sequence[AgentWaitMessage]) -> None:
+        """Re-check queued nodes: send to those now Online, wait again, or give up past the deadline."""
+        now = self.clock()
+        live = []
+        for message in messages:
+            attempt = self.records.get_attempt(message.instance_id, message.attempt_sk)
+            if attempt is None:
+                raise ConfigurationError(f"agent-wait message for unknown attempt {message.attempt_sk}")
+            if Status(attempt["status"]) in WAITING and not attempt.get("command_id"):
+                live.append((message, attempt))
+        if not live:
+            return
+        pings = self.run_command.ping_status([m.instance_id for m, _ in live])
+        states = {i: inst.state for i, inst in self.ec2.instances([m.instance_id for m, _ in live]).items()}
+        ready: dict[str, list[dict[str, Any]]] = {}
+        for message, attempt in live:
+            state = states.get(message.instance_id, "terminated")
+            decision = agent_wait_decision(
+                pings.get(message.instance_id),
+                state,
+                now,
+                message.deadline,
+                self.settings.agent_recheck_seconds,
+            )
+            if isinstance(decision, SendNow):
+                ready.setdefault(self._plan_key(attempt), []).append(attempt)
+            elif isinstance(decision, GiveUp):
+                self._finish(attempt, Status.FAILED, decision.reason, now)
+            else:
+                self._wait(attempt, checks=message.checks + 1, delay=decision.delay_seconds)
+        for group in ready.values():
+            self.dispatch(group, self._plan_of(group[0]))
+
+    @staticmethod
+    def _plan_key(attempt: dict[str, Any]) -> str:
+        return "|".join(
+            str(attempt.get(k))
+            for k in ("trigger", "strategy", "dry_run", "registry_hosts", "canary_image", "fingerprint")
+        )
+
+    def _plan_of(self, attempt: dict[str, Any]) -> Plan:
+        """Rebuild the plan of a waiting attempt, with the CA bundle as it is now."""
+        return plan_for_attempt(self.settings, attempt, self.clock())
+
+    # ------------------------------------------------------------------ dispatch
+
+    def dispatch(self, attempts: Sequence[dict[str, Any]], plan: Plan) -> None:
+        """Send the document to every attempt's node that this attempt can claim."""
+        if not attempts:
+            return
+        now = self.clock()
+        hold = self.settings.command_timeout_seconds * 2 + 300
+        batch_id = uuid.uuid4().hex[:16]
+        to_send: list[dict[str, Any]] = []
+        for attempt in attempts:
+            claim = self.records.claim(attempt["pk"], attempt["sk"], now, hold)
+            if not claim.won:
+                self._finish(attempt, Status.SKIPPED, f"another remediation is in flight ({claim.holder})", now)
+                continue
+            marked = self._mark_sending(attempt, batch_id, now)
+            if marked:
+                to_send.append(attempt)
+        for batch in chunks(to_send, 50):
+            self._send_batch(batch, plan, batch_id)
+
+    def _mark_sending(self, attempt: dict[str, Any], batch_id: str, now: float) -> bool:
+        """Mark the attempt as being sent in batch_id; recover a send an earlier run did not record."""
+        fresh = self.records.get_attempt(attempt["pk"], attempt["sk"]) or attempt
+        if fresh.get("command_id"):
+            return False
+        earlier = fresh.get("send_batch")
+        if earlier:
+            found = self.run_command.commands_with_comment(attempt["pk"], COMMENT_PREFIX + earlier)
+            if found:
+                self._record_sent(attempt, found[0], earlier, fresh, now)
+                logger.warning(
+                    "recovered a command sent but not recorded",
+                    instance_id=attempt["pk"],
+                    command_id=found[0],
+                )
+                return False
+            if now - float(fresh.get("send_started_at", 0)) < STALE_SEND_SECONDS:
+                logger.info("another invocation is sending this attempt", instance_id=attempt["pk"])
+                return False
+        updated = self.records.update_attempt(
+            attempt["pk"],
+            attempt["sk"],
+            {"send_batch": batch_id, "send_started_at": now, "updated_at": iso(now)},
+            only_if_status_in=WAITING,
+        )
+        return updated is not None and updated.get("send_batch") == batch_id
+
+    def _send_batch(self, batch: list[dict[str, Any]], plan: Plan, batch_id: str) -> None:
+        ids = [a["pk"] for a in batch]
+        try:
+            command_id = self.run_command.send(
+                ids,
+                plan.document_parameters(),
+                COMMENT_PREFIX + batch_id,
+                self.settings.command_timeout_seconds,
+            )
+        except AgentNotRegistered:
+            if len(batch) == 1:
+                self._finish(batch[0], Status.FAILED, "SSM agent not registered (InvalidInstanceId)", self.clock())
+                return
+            for attempt in batch:  # find the node(s) SSM rejects; send the others alone
+                self._send_batch([attempt], plan, batch_id)
+            return
+        now = self.clock()
+        for attempt in batch:
+            self._record_sent(attempt, command_id, batch_id, {"fingerprint": plan.fingerprint}, now)
+        logger.info("command sent", command_id=command_id, instances=len(ids), batch_id=batch_id)
+
+    def _record_sent(
+        self, attempt: dict[str, Any], command_id: str, batch_id: str, sent: dict[str, Any], now: float
+    ) -> None:
+        fields = {
+            "status": Status.SENT.value,
+            "command_id": command_id,
+            "send_batch": batch_id,
+            "fingerprint": sent.get("fingerprint", attempt.get("fingerprint", "")),
+            "sent_at": iso(now),
+            "updated_at": iso(now),
+        }
+        self.records.update_attempt(attempt["pk"], attempt["sk"], fields, only_if_status_in=WAITING)
+
+    def _finish(self, attempt: dict[str, Any], status: Status, reason: str, now: float) -> None:
+        self.records.update_attempt(
+            attempt["pk"],
+            attempt["sk"],
+            {"status": status.value, "reason": reason, "completed_at": iso(now), "updated_at": iso(now)},
+            only_if_status_in=WAITING,
+        )
+        if status is not Status.SKIPPED:
+            self.records.release(attempt["pk"], attempt["sk"])
+        logger.info(
+            "attempt finished without a command",
+            instance_id=attempt["pk"],
+            status=status.value,
+            reason=reason,
+        )

@@ -1,0 +1,188 @@
+"""Events, requests and records, parsed at the edge with pydantic."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+INSTANCE_ID_RE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+CLUSTER_NAME_RE = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
+REGISTRY_HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?$")
+COMMAND_ID_RE = re.compile(r"^[0-9a-f-]{36}$")
+
+InstanceId = Annotated[str, StringConstraints(pattern=INSTANCE_ID_RE.pattern)]
+ClusterName = Annotated[str, StringConstraints(pattern=CLUSTER_NAME_RE.pattern)]
+CommandId = Annotated[str, StringConstraints(pattern=COMMAND_ID_RE.pattern)]
+
+
+class Strategy(StrEnum):
+    AUTO = "auto"
+    RESTART = "restart"
+    HOSTS_TOML = "hosts-toml"
+
+
+class Trigger(StrEnum):
+    LAUNCH = "launch"
+    MANUAL = "manual"
+    PULL_FAILURE = "pull-failure"
+    SWEEP = "sweep"
+
+
+class Status(StrEnum):
+    PENDING_AGENT = "PENDING_AGENT"
+    SENT = "SENT"
+    IN_PROGRESS = "IN_PROGRESS"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    SKIPPED = "SKIPPED"
+    DRY_RUN = "DRY_RUN"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.SKIPPED, Status.DRY_RUN})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+
+# ---------------------------------------------------------------- EventBridge events
+
+
+class _EventBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    id: str
+    account: Annotated[str, StringConstraints(pattern=r"^\d{12}$")]
+    region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")]
+    time: datetime
+
+
+class _InstanceStateDetail(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    instance_id: InstanceId = Field(alias="instance-id")
+    state: str
+
+
+class InstanceStateChange(_EventBase):
+    """`EC2 Instance State-change Notification` from source aws.ec2."""
+
+    source: Literal["aws.ec2"]
+    detail_type: Literal["EC2 Instance State-change Notification"] = Field(alias="detail-type")
+    detail: _InstanceStateDetail
+
+
+class _CommandInvocationDetail(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    command_id: CommandId = Field(alias="command-id")
+    instance_id: InstanceId = Field(alias="instance-id")
+    status: Annotated[str, StringConstraints(max_length=64)]
+    document_name: Annotated[str, StringConstraints(max_length=128)] = Field(alias="document-name")
+
+
+class CommandInvocationStatusChange(_EventBase):
+    """`EC2 Command Invocation Status-change Notification` from source aws.ssm."""
+
+    source: Literal["aws.ssm"]
+    detail_type: Literal["EC2 Command Invocation Status-change Notification"] = Field(alias="detail-type")
+    detail: _CommandInvocationDetail
+
+
+# ---------------------------------------------------------------- manual invoke
+
+
+class ManualRequest(_Strict):
+    """Manual invoke: exactly one of instance_id or cluster."""
+
+    instance_id: InstanceId | None = None
+    cluster: ClusterName | None = None
+    strategy: Strategy | None = None
+    dry_run: bool | None = None
+    reason: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = ""
+
+    @model_validator(mode="after")
+    def _exactly_one_target(self) -> ManualRequest:
+        if (self.instance_id is None) == (self.cluster is None):
+            raise ValueError("give exactly one of 'instance_id' or 'cluster'")
+        return self
+
+
+# ---------------------------------------------------------------- agent wait queue
+
+
+class AgentWaitMessage(_Strict):
+    """A node whose SSM agent was not Online yet; re-checked after a queue delay."""
+
+    instance_id: InstanceId
+    attempt_sk: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    cluster: ClusterName
+    deadline: float
+    checks: int = 0
+
+
+# ---------------------------------------------------------------- node result
+
+
+class NodeResult(BaseModel):
+    """The final JSON line printed by the node script."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    result: Literal["success", "failure", "dry-run"]
+    reason: str = ""
+    os_family: str = "unknown"
+    strategy_requested: str = ""
+    strategy_used: str = ""
+    restarted: bool = False
+    containerd_before: dict[str, Any] | None = None
+    containerd_after: dict[str, Any] | None = None
+    bundle_changed: bool = False
+    hosts_toml: dict[str, Any] = Field(default_factory=dict)
+    verification: dict[str, str] = Field(default_factory=dict)
+    canary: str = "skipped"
+    fingerprint: str = ""
+    dry_run: bool = False
+    actions: list[str] = Field(default_factory=list)
+
+
+class Target(BaseModel):
+    """An enrolled node about to be remediated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    instance_id: InstanceId
+    cluster: ClusterName
+
+
+class Plan(BaseModel):
+    """What is sent to a node: the document parameters plus why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    trigger: Trigger
+    strategy: Strategy
+    dry_run: bool
+    registry_hosts: tuple[str, ...]
+    canary_image: str
+    bundle_b64: str
+    fingerprint: str
+    reason: str = ""
+
+    def document_parameters(self) -> dict[str, list[str]]:
+        return {
+            "CaBundle": [self.bundle_b64],
+            "Strategy": [self.strategy.value],
+            "RegistryHosts": [",".join(self.registry_hosts)],
+            "CanaryImage": [self.canary_image],
+            "DryRun": ["true" if self.dry_run else "false"],
+        }

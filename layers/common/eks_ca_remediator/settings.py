@@ -1,0 +1,88 @@
+"""Deployment configuration, parsed once from the Lambda environment into a typed model."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from eks_ca_remediator.errors import ConfigurationError
+from eks_ca_remediator.models import CLUSTER_NAME_RE, REGISTRY_HOST_RE, Strategy
+
+IMAGE_RE = re.compile(
+    r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)+"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+)
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseModel):
+    """Everything a function needs to know about its deployment."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    records_table: Annotated[str, Field(min_length=3, alias="RECORDS_TABLE")]
+    document_name: Annotated[str, Field(min_length=3, alias="DOCUMENT_NAME")]
+    enrolled_clusters: Annotated[tuple[str, ...], Field(min_length=1, alias="ENROLLED_CLUSTERS")]
+    ca_bundle_parameter: Annotated[str, Field(min_length=1, alias="CA_BUNDLE_PARAMETER")]
+    agent_wait_queue_url: Annotated[str, Field(default="", alias="AGENT_WAIT_QUEUE_URL")]
+    default_strategy: Annotated[Strategy, Field(default=Strategy.AUTO, alias="DEFAULT_STRATEGY")]
+    registry_hosts: Annotated[tuple[str, ...], Field(default=(), alias="REGISTRY_HOSTS")]
+    canary_image: Annotated[str, Field(default="", alias="CANARY_IMAGE")]
+    dry_run: Annotated[bool, Field(default=False, alias="DRY_RUN")]
+    agent_wait_deadline_seconds: Annotated[
+        int, Field(default=900, ge=60, le=86400, alias="AGENT_WAIT_DEADLINE_SECONDS")
+    ]
+    agent_recheck_seconds: Annotated[int, Field(default=15, ge=1, le=900, alias="AGENT_RECHECK_SECONDS")]
+    command_timeout_seconds: Annotated[int, Field(default=600, ge=30, le=3600, alias="COMMAND_TIMEOUT_SECONDS")]
+    record_ttl_days: Annotated[int, Field(default=90, ge=1, le=3650, alias="RECORD_TTL_DAYS")]
+    bundle_cache_seconds: Annotated[int, Field(default=300, ge=0, le=3600, alias="BUNDLE_CACHE_SECONDS")]
+    document_step: str = "remediateCa"
+
+    _split_lists = field_validator("enrolled_clusters", "registry_hosts", mode="before")(_split)
+
+    @field_validator("enrolled_clusters")
+    @classmethod
+    def _cluster_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in value if not CLUSTER_NAME_RE.fullmatch(name)]
+        if bad:
+            raise ValueError(f"not EKS cluster names: {bad}")
+        return value
+
+    @field_validator("registry_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [host for host in value if not REGISTRY_HOST_RE.fullmatch(host)]
+        if bad:
+            raise ValueError(f"not registry host[:port] values: {bad}")
+        return value
+
+    @field_validator("canary_image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if value and not IMAGE_RE.fullmatch(value):
+            raise ValueError(f"not an image reference: {value!r}")
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        try:
+            return cls.model_validate(dict(environ))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+            raise ConfigurationError(f"invalid configuration: {problems}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this Lambda environment, parsed on first use (tests call cache_clear)."""
+    return Settings.from_env(os.environ)
