@@ -1,4 +1,634 @@
 #!/bin/bash
-# placeholder: replaced by the real node script
-echo '{"result":"failure","reason":"not implemented"}'
-exit 1
+# shellcheck shell=bash
+#
+# eks-ca-remediator node script.
+#
+# Installs a private CA bundle into the node's trust store and makes containerd's CRI plugin use
+# it. containerd loads the system CA pool once per process, so a CA trusted after containerd
+# started is ignored by image pulls until containerd restarts (or until a containerd hosts.toml
+# names the CA for a registry, which containerd re-reads on every pull).
+#
+# Runs as root under SSM aws:runShellScript (`sh _script.sh`). Parameters arrive only as
+# environment variables (interpolationType ENV_VAR):
+#   SSM_CaBundle       base64 of a PEM bundle of CA certificates (required)
+#   SSM_Strategy       auto | restart | hosts-toml                       (default auto)
+#   SSM_RegistryHosts  comma-separated host[:port] list, may be empty    (default empty)
+#   SSM_CanaryImage    image reference pulled through CRI to verify      (default empty)
+#   SSM_DryRun         true | false                                      (default false)
+# Every value is re-validated here; none is ever evaluated or spliced into shell text.
+#
+# Output: human-readable log on stderr; exactly one JSON line on stdout (also on failure).
+# Exit status: 0 on success and dry-run, 1 on failure, 2 when a parameter is rejected.
+
+if [ -z "${BASH_VERSION:-}" ]; then
+  if command -v bash >/dev/null 2>&1; then
+    exec bash "$0" "$@"
+  fi
+  echo '{"result":"failure","reason":"bash is required to run this script","os_family":"unknown","strategy_requested":"","strategy_used":"","restarted":false,"containerd_before":{"pid":null,"started_at":null},"containerd_after":{"pid":null,"started_at":null},"bundle_changed":false,"trust_bundle_mtime":null,"hosts_toml":{"written":[],"unchanged":[],"foreign_untouched":[]},"verification":{},"canary":"skipped","fingerprint":"","dry_run":false,"actions":[],"warnings":[]}'
+  exit 1
+fi
+
+set -u -o pipefail
+export LC_ALL=C
+umask 022
+PATH="${PATH:-}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+export PATH
+
+# stdout is reserved for the final JSON line: everything else goes to stderr.
+exec 3>&1 1>&2
+
+readonly OUR_NAME="eks-ca-remediator"
+readonly HOSTS_MARKER="# managed-by: eks-ca-remediator (do not edit; rewritten on every remediation)"
+readonly CERTS_D="/etc/containerd/certs.d"
+readonly CONTAINERD_CONFIG="/etc/containerd/config.toml"
+readonly CRI_SOCKET_DEFAULT="/run/containerd/containerd.sock"
+readonly CRI_WAIT_SECONDS=30
+readonly MAX_CERTS=50
+readonly MAX_BUNDLE_B64=40000
+
+# ---------------------------------------------------------------------------------------------
+# Result state (every field of the JSON line)
+# ---------------------------------------------------------------------------------------------
+R_RESULT="failure"
+R_REASON=""
+R_OS="unknown"
+R_STRATEGY_REQ=""
+R_STRATEGY_USED=""
+R_RESTARTED=false
+R_BEFORE_PID=""
+R_BEFORE_START=""
+R_AFTER_PID=""
+R_AFTER_START=""
+R_BUNDLE_CHANGED=false
+R_TRUST_MTIME=""
+R_CANARY="skipped"
+R_FINGERPRINT=""
+R_DRY_RUN=false
+declare -a R_ACTIONS=()
+declare -a R_WARNINGS=()
+declare -a R_HOSTS_WRITTEN=()
+declare -a R_HOSTS_UNCHANGED=()
+declare -a R_HOSTS_FOREIGN=()
+declare -a R_VERIFY_HOSTS=()
+declare -a R_VERIFY_RESULTS=()
+EMITTED=false
+WORK=""
+
+log() { printf '%s remediate-ca: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
+action() {
+  R_ACTIONS+=("$1")
+  log "action: $1"
+}
+warn() {
+  R_WARNINGS+=("$1")
+  log "warning: $1"
+}
+
+# JSON string: printable ASCII only (control and non-ASCII bytes are dropped), escaped, bounded.
+json_str() {
+  local s
+  s=$(printf '%s' "${1:0:1500}" | tr -cd '\11\12\15\40-\176')
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\n'/\\n}
+  s=${s//$'\r'/\\r}
+  s=${s//$'\t'/\\t}
+  printf '"%s"' "$s"
+}
+
+json_list() {
+  local first=true item
+  printf '['
+  for item in "$@"; do
+    if [ "$first" = true ]; then first=false; else printf ','; fi
+    json_str "$item"
+  done
+  printf ']'
+}
+
+# A number we computed ourselves (digits and one dot) or null.
+json_num() {
+  if [[ "${1:-}" =~ ^[0-9]+(\.[0-9]+)?$ ]]; then printf '%s' "$1"; else printf 'null'; fi
+}
+
+json_bool() {
+  if [ "${1:-}" = true ]; then printf 'true'; else printf 'false'; fi
+}
+
+emit_json() {
+  local i
+  {
+    printf '{"result":%s' "$(json_str "$R_RESULT")"
+    printf ',"reason":%s' "$(json_str "$R_REASON")"
+    printf ',"os_family":%s' "$(json_str "$R_OS")"
+    printf ',"strategy_requested":%s' "$(json_str "$R_STRATEGY_REQ")"
+    printf ',"strategy_used":%s' "$(json_str "$R_STRATEGY_USED")"
+    printf ',"restarted":%s' "$(json_bool "$R_RESTARTED")"
+    printf ',"containerd_before":{"pid":%s,"started_at":%s}' \
+      "$(json_num "$R_BEFORE_PID")" "$(json_num "$R_BEFORE_START")"
+    printf ',"containerd_after":{"pid":%s,"started_at":%s}' \
+      "$(json_num "$R_AFTER_PID")" "$(json_num "$R_AFTER_START")"
+    printf ',"bundle_changed":%s' "$(json_bool "$R_BUNDLE_CHANGED")"
+    printf ',"trust_bundle_mtime":%s' "$(json_num "$R_TRUST_MTIME")"
+    printf ',"hosts_toml":{"written":%s,"unchanged":%s,"foreign_untouched":%s}' \
+      "$(json_list ${R_HOSTS_WRITTEN[@]+"${R_HOSTS_WRITTEN[@]}"})" "$(json_list ${R_HOSTS_UNCHANGED[@]+"${R_HOSTS_UNCHANGED[@]}"})" \
+      "$(json_list ${R_HOSTS_FOREIGN[@]+"${R_HOSTS_FOREIGN[@]}"})"
+    printf ',"verification":{'
+    for i in ${R_VERIFY_HOSTS[@]+"${!R_VERIFY_HOSTS[@]}"}; do
+      [ "$i" -gt 0 ] && printf ','
+      printf '%s:%s' "$(json_str "${R_VERIFY_HOSTS[$i]}")" "$(json_str "${R_VERIFY_RESULTS[$i]}")"
+    done
+    printf '}'
+    printf ',"canary":%s' "$(json_str "$R_CANARY")"
+    printf ',"fingerprint":%s' "$(json_str "$R_FINGERPRINT")"
+    printf ',"dry_run":%s' "$(json_bool "$R_DRY_RUN")"
+    printf ',"actions":%s' "$(json_list ${R_ACTIONS[@]+"${R_ACTIONS[@]:0:40}"})"
+    printf ',"warnings":%s' "$(json_list ${R_WARNINGS[@]+"${R_WARNINGS[@]:0:20}"})"
+    printf '}\n'
+  } >&3
+  EMITTED=true
+}
+
+# shellcheck disable=SC2317  # called from the EXIT trap
+cleanup() {
+  if [ -n "$WORK" ] && [ -d "$WORK" ]; then rm -rf -- "$WORK"; fi
+}
+
+# shellcheck disable=SC2317  # the EXIT trap
+on_exit() {
+  local rc=$?
+  cleanup
+  if [ "$EMITTED" != true ]; then
+    R_RESULT="failure"
+    [ -n "$R_REASON" ] || R_REASON="internal error: script ended unexpectedly (exit status $rc)"
+    emit_json
+    [ "$rc" -ne 0 ] || rc=1
+  fi
+  exit "$rc"
+}
+trap on_exit EXIT
+
+# fail REASON [STATUS]: report failure and stop.
+fail() {
+  R_RESULT="failure"
+  R_REASON="$1"
+  log "FAILED: $1"
+  emit_json
+  exit "${2:-1}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Parameters: re-validated with strict patterns (the SSM document validates them too).
+# ---------------------------------------------------------------------------------------------
+reject() { fail "rejected parameter: $1" 2; }
+
+if [ -z "${SSM_CaBundle+set}" ]; then
+  fail "SSM_CaBundle is not set: SSM agent too old for ENV_VAR interpolation, needs 3.3.2746+" 2
+fi
+CA_B64="$SSM_CaBundle"
+STRATEGY="${SSM_Strategy-auto}"
+HOSTS_RAW="${SSM_RegistryHosts-}"
+CANARY_IMAGE="${SSM_CanaryImage-}"
+DRY_RUN_RAW="${SSM_DryRun-false}"
+
+case "$DRY_RUN_RAW" in
+  true) R_DRY_RUN=true ;;
+  false) R_DRY_RUN=false ;;
+  *) reject "SSM_DryRun must be exactly 'true' or 'false'" ;;
+esac
+case "$STRATEGY" in
+  auto | restart | hosts-toml) R_STRATEGY_REQ="$STRATEGY" ;;
+  *)
+    R_STRATEGY_REQ="invalid"
+    reject "SSM_Strategy must be one of auto, restart, hosts-toml"
+    ;;
+esac
+if [ -z "$CA_B64" ]; then
+  reject "SSM_CaBundle is empty"
+fi
+if [ "${#CA_B64}" -gt "$MAX_BUNDLE_B64" ]; then
+  reject "SSM_CaBundle is longer than $MAX_BUNDLE_B64 characters"
+fi
+if ! [[ "$CA_B64" =~ ^[A-Za-z0-9+/]+={0,2}$ ]] || [ $((${#CA_B64} % 4)) -ne 0 ]; then
+  reject "SSM_CaBundle is not base64 (only A-Z a-z 0-9 + / and '=' padding, no whitespace)"
+fi
+
+HOST_RE='^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?$'
+declare -a HOSTS=()
+if [ -n "$HOSTS_RAW" ]; then
+  if [ "${#HOSTS_RAW}" -gt 2000 ] || ! [[ "$HOSTS_RAW" =~ ^[a-z0-9.:,-]+$ ]]; then
+    reject "SSM_RegistryHosts must be a comma-separated list of host[:port] (a-z 0-9 . - :)"
+  fi
+  IFS=',' read -r -a HOSTS <<<"$HOSTS_RAW"
+  if [ "${#HOSTS[@]}" -gt 20 ] || [[ "$HOSTS_RAW" == *, ]] || [[ "$HOSTS_RAW" == ,* ]]; then
+    reject "SSM_RegistryHosts must hold 1 to 20 comma-separated entries"
+  fi
+  for h in ${HOSTS[@]+"${HOSTS[@]}"}; do
+    if ! [[ "$h" =~ $HOST_RE ]] || [[ "$h" == *..* ]]; then
+      reject "SSM_RegistryHosts entry is not a valid host[:port]"
+    fi
+    if [[ "$h" == *:* ]]; then
+      port="${h##*:}"
+      if [ "$((10#$port))" -lt 1 ] || [ "$((10#$port))" -gt 65535 ]; then
+        reject "SSM_RegistryHosts entry has a port outside 1-65535"
+      fi
+    fi
+  done
+fi
+
+IMAGE_RE='^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)+(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$'
+if [ -n "$CANARY_IMAGE" ]; then
+  if [ "${#CANARY_IMAGE}" -gt 512 ] || ! [[ "$CANARY_IMAGE" =~ $IMAGE_RE ]]; then
+    reject "SSM_CanaryImage is not a valid image reference (registry/repository[:tag][@sha256:digest])"
+  fi
+fi
+
+if [ "$STRATEGY" = "hosts-toml" ] && [ "${#HOSTS[@]}" -eq 0 ]; then
+  fail "strategy hosts-toml needs at least one registry host in RegistryHosts" 2
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Tools and OS
+# ---------------------------------------------------------------------------------------------
+for tool in openssl base64 sha256sum timeout systemctl awk date stat flock mktemp; do
+  command -v "$tool" >/dev/null 2>&1 || fail "required command not found on PATH: $tool"
+done
+
+os_field() {
+  # Value of KEY=value in /etc/os-release without sourcing the file.
+  local v
+  v=$(awk -F= -v k="$1" '$1 == k { print substr($0, length(k) + 2); exit }' /etc/os-release 2>/dev/null)
+  v=${v#\"}
+  v=${v%\"}
+  v=${v#\'}
+  v=${v%\'}
+  printf '%s' "$v"
+}
+
+[ -r /etc/os-release ] || fail "cannot read /etc/os-release: unknown operating system"
+OS_ID=$(os_field ID)
+OS_VERSION=$(os_field VERSION_ID)
+case "$OS_ID" in
+  amzn)
+    case "$OS_VERSION" in
+      2) R_OS="al2" ;;
+      2023*) R_OS="al2023" ;;
+      *) fail "unsupported Amazon Linux version (VERSION_ID must be 2 or 2023)" ;;
+    esac
+    ANCHOR_DIR="/etc/pki/ca-trust/source/anchors"
+    ANCHOR_FILE="$ANCHOR_DIR/$OUR_NAME.pem"
+    TRUST_BUNDLE="/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem"
+    REFRESH=(update-ca-trust extract)
+    ;;
+  ubuntu | debian)
+    R_OS="$OS_ID"
+    ANCHOR_DIR="/usr/local/share/ca-certificates"
+    ANCHOR_FILE="$ANCHOR_DIR/$OUR_NAME.crt"
+    TRUST_BUNDLE="/etc/ssl/certs/ca-certificates.crt"
+    REFRESH=(update-ca-certificates)
+    ;;
+  *) fail "unsupported operating system (ID in /etc/os-release is not amzn, ubuntu or debian)" ;;
+esac
+command -v "${REFRESH[0]}" >/dev/null 2>&1 || fail "required command not found on PATH: ${REFRESH[0]}"
+log "os: $R_OS; anchor file $ANCHOR_FILE; trust bundle $TRUST_BUNDLE"
+
+WORK=$(mktemp -d) || fail "cannot create a temporary directory"
+chmod 700 "$WORK"
+
+# ---------------------------------------------------------------------------------------------
+# Bundle validation (before anything is touched)
+# ---------------------------------------------------------------------------------------------
+printf '%s' "$CA_B64" | base64 -d >"$WORK/bundle.pem" 2>/dev/null ||
+  fail "SSM_CaBundle does not decode as base64" 2
+R_FINGERPRINT=$(sha256sum "$WORK/bundle.pem" | awk '{print $1}')
+
+[ -s "$WORK/bundle.pem" ] || fail "CA bundle is empty after base64 decoding" 2
+if grep -q 'PRIVATE KEY' "$WORK/bundle.pem"; then
+  fail "CA bundle contains a PRIVATE KEY: refusing to install it (send certificates only)" 2
+fi
+if [ "$(tr -d '\000' <"$WORK/bundle.pem" | wc -c)" -ne "$(wc -c <"$WORK/bundle.pem")" ] ||
+  ! grep -q '^-----BEGIN ' "$WORK/bundle.pem"; then
+  fail "CA bundle is not PEM text (no '-----BEGIN CERTIFICATE-----' block; DER is not accepted)" 2
+fi
+# Every PEM block must be a CERTIFICATE; BEGIN/END must pair up.
+bad_label=$(awk '
+  /^-----BEGIN / { if (open) { print "nested BEGIN"; exit } open = 1; l = $0; sub(/^-----BEGIN /, "", l); sub(/-----[[:space:]]*$/, "", l); if (l != "CERTIFICATE") { print "a PEM block of type " l; exit } next }
+  /^-----END /   { if (!open) { print "END without BEGIN"; exit } open = 0; next }
+  END            { if (open) print "unterminated PEM block" }
+' "$WORK/bundle.pem" | tr -cd 'A-Za-z0-9 ')
+if [ -n "$bad_label" ]; then
+  fail "CA bundle is not a plain list of certificates: found $bad_label" 2
+fi
+awk -v dir="$WORK" '
+  /^-----BEGIN CERTIFICATE-----/ { n++; f = sprintf("%s/cert.%03d.pem", dir, n) }
+  f != "" { print > f }
+  /^-----END CERTIFICATE-----/ { close(f); f = "" }
+' "$WORK/bundle.pem"
+shopt -s nullglob
+CERT_FILES=("$WORK"/cert.*.pem)
+shopt -u nullglob
+[ "${#CERT_FILES[@]}" -gt 0 ] || fail "CA bundle holds no certificate" 2
+[ "${#CERT_FILES[@]}" -le "$MAX_CERTS" ] || fail "CA bundle holds more than $MAX_CERTS certificates" 2
+
+n=0
+for cf in "${CERT_FILES[@]}"; do
+  n=$((n + 1))
+  text=$(timeout 10 openssl x509 -in "$cf" -noout -text 2>/dev/null) ||
+    fail "certificate #$n in the CA bundle cannot be parsed by openssl" 2
+  subject=$(timeout 10 openssl x509 -in "$cf" -noout -subject 2>/dev/null | head -c 300)
+  is_ca=$(printf '%s\n' "$text" | awk '
+    /X509v3 Basic Constraints/ { bc = 1; next }
+    bc { if ($0 ~ /^[[:space:]]*CA:TRUE/) print "yes"; exit }')
+  if [ "$is_ca" != "yes" ]; then
+    fail "certificate #$n in the CA bundle is not a CA (basicConstraints CA:TRUE missing): $subject" 2
+  fi
+  if ! timeout 10 openssl x509 -in "$cf" -noout -checkend 0 >/dev/null 2>&1; then
+    fail "certificate #$n in the CA bundle has expired: $subject" 2
+  fi
+  log "bundle certificate #$n ok: $subject"
+done
+
+# ---------------------------------------------------------------------------------------------
+# containerd state
+# ---------------------------------------------------------------------------------------------
+# Boot time in epoch seconds. /proc/stat btime is whole seconds (truncated); "now - uptime"
+# has 10 ms resolution, so prefer it when both agree to within 2 s.
+boot_epoch() {
+  local btime precise
+  btime=$(awk '$1 == "btime" { print $2 }' /proc/stat)
+  precise=$(awk -v now="$(date +%s.%N)" '{ printf "%.3f", now - $1; exit }' /proc/uptime 2>/dev/null)
+  awk -v b="$btime" -v p="${precise:-}" 'BEGIN {
+    if (p != "" && (p - b) < 2 && (b - p) < 2) printf "%.3f", p; else printf "%.3f", b }'
+}
+
+containerd_pid() {
+  local pid
+  pid=$(timeout 10 systemctl show --property MainPID --value containerd 2>/dev/null | tr -cd '0-9')
+  if [ -n "$pid" ] && [ "$pid" != 0 ] && [ -r "/proc/$pid/stat" ]; then printf '%s' "$pid"; fi
+}
+
+# Start time (epoch seconds, fractional) of a pid: /proc/<pid>/stat field 22 (clock ticks since
+# boot) plus the boot time. The comm field may hold spaces, so cut after the last ')'.
+pid_started_at() {
+  local stat rest ticks hz
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  rest=${stat##*) }
+  ticks=$(printf '%s\n' "$rest" | awk '{ print $20 }')
+  hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+  awk -v t="$ticks" -v hz="$hz" -v b="$(boot_epoch)" 'BEGIN { printf "%.3f", b + t / hz }'
+}
+
+file_mtime() {
+  date -r "$1" +%s.%N 2>/dev/null | awk '{ printf "%.3f", $1 }'
+}
+
+# CRI answers? Uses crictl when present, otherwise checks that the default socket exists.
+cri_ready() {
+  if command -v crictl >/dev/null 2>&1; then
+    timeout 10 crictl info >/dev/null 2>&1
+  else
+    [ -S "$CRI_SOCKET_DEFAULT" ]
+  fi
+}
+
+R_BEFORE_PID=$(containerd_pid)
+if [ -z "$R_BEFORE_PID" ]; then
+  fail "containerd is not running (systemctl reports no MainPID): nothing changed"
+fi
+R_BEFORE_START=$(pid_started_at "$R_BEFORE_PID") || R_BEFORE_START=""
+log "containerd pid $R_BEFORE_PID started at $R_BEFORE_START"
+if ! cri_ready; then
+  fail "containerd (pid $R_BEFORE_PID) does not answer on its CRI socket (crictl info failed within 10 s): nothing changed"
+fi
+if [ "$STRATEGY" = "hosts-toml" ] && ! grep -Eq '^[[:space:]]*config_path[[:space:]]*=' "$CONTAINERD_CONFIG" 2>/dev/null; then
+  warn "$CONTAINERD_CONFIG sets no registry config_path: containerd may ignore $CERTS_D"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Trust store
+# ---------------------------------------------------------------------------------------------
+[ -d "$ANCHOR_DIR" ] || fail "trust anchor directory $ANCHOR_DIR does not exist"
+exec 9<"$ANCHOR_DIR"
+flock -w 120 9 || fail "another remediation holds the lock on $ANCHOR_DIR (waited 120 s)"
+
+# One line per certificate: its base64 DER (PEM body with line breaks removed).
+cert_bodies() {
+  awk '/^-----BEGIN CERTIFICATE-----/ { b = ""; inb = 1; next }
+       /^-----END CERTIFICATE-----/   { if (inb) print b; inb = 0; next }
+       inb { gsub(/[[:space:]]/, ""); b = b $0 }' "$@" 2>/dev/null | sort -u
+}
+
+cert_bodies "$WORK/bundle.pem" >"$WORK/ours.lst"
+if [ -r "$TRUST_BUNDLE" ]; then cert_bodies "$TRUST_BUNDLE" >"$WORK/trusted.lst"; else : >"$WORK/trusted.lst"; fi
+if [ -r "$ANCHOR_FILE" ]; then cert_bodies "$ANCHOR_FILE" >"$WORK/previous.lst"; else : >"$WORK/previous.lst"; fi
+# Already trusted before this run: every certificate of ours is in the OS trust bundle.
+TRUSTED_BEFORE=false
+if [ -z "$(comm -23 "$WORK/ours.lst" "$WORK/trusted.lst")" ]; then TRUSTED_BEFORE=true; fi
+# Certificates this run takes away from our anchor file (a CA rotation).
+REMOVED_COUNT=$(comm -13 "$WORK/ours.lst" "$WORK/previous.lst" | grep -c . || true)
+MTIME_BEFORE=$(file_mtime "$TRUST_BUNDLE")
+log "trust bundle mtime before: ${MTIME_BEFORE:-missing}; bundle already trusted: $TRUSTED_BEFORE"
+
+if [ -f "$ANCHOR_FILE" ] &&
+  [ "$(sha256sum <"$ANCHOR_FILE" | awk '{print $1}')" = "$R_FINGERPRINT" ]; then
+  R_BUNDLE_CHANGED=false
+  log "$ANCHOR_FILE already holds this bundle: not rewritten"
+else
+  R_BUNDLE_CHANGED=true
+  if [ "$R_DRY_RUN" = true ]; then
+    action "would write $ANCHOR_FILE (sha256 $R_FINGERPRINT)"
+  else
+    tmp=$(mktemp "$ANCHOR_DIR/.$OUR_NAME.XXXXXX") || fail "cannot create a temporary file in $ANCHOR_DIR"
+    if ! { cat "$WORK/bundle.pem" >"$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$ANCHOR_FILE"; }; then
+      rm -f "$tmp"
+      fail "cannot write $ANCHOR_FILE"
+    fi
+    action "wrote $ANCHOR_FILE (sha256 $R_FINGERPRINT)"
+  fi
+fi
+# Refresh when our file changed, or when it is in place but its CA is missing from the bundle.
+if [ "$R_BUNDLE_CHANGED" = true ] || [ "$TRUSTED_BEFORE" != true ]; then
+  if [ "$R_DRY_RUN" = true ]; then
+    action "would run ${REFRESH[*]}"
+  else
+    if ! timeout 120 "${REFRESH[@]}" >&2; then
+      fail "${REFRESH[*]} failed (trust store may be partly refreshed; $ANCHOR_FILE is in place)"
+    fi
+    action "ran ${REFRESH[*]}"
+  fi
+else
+  log "trust store already holds the CA and $ANCHOR_FILE is unchanged: not refreshed"
+fi
+R_TRUST_MTIME=$(file_mtime "$TRUST_BUNDLE")
+if [ "$R_DRY_RUN" != true ]; then
+  [ -n "$R_TRUST_MTIME" ] || fail "trust bundle $TRUST_BUNDLE is missing after the refresh"
+  if [ -n "$(comm -23 "$WORK/ours.lst" <(cert_bodies "$TRUST_BUNDLE"))" ]; then
+    fail "trust bundle $TRUST_BUNDLE does not contain the CA after ${REFRESH[*]}"
+  fi
+fi
+
+# When did the trust bundle that containerd needs appear? If our certificates were already in
+# the bundle before this run and none were taken away, the bundle as of its previous mtime was
+# good enough; otherwise it is the bundle just written (in a dry run: now).
+if [ "$TRUSTED_BEFORE" = true ] && [ "$REMOVED_COUNT" -eq 0 ]; then
+  NEEDED_SINCE="$MTIME_BEFORE"
+elif [ "$R_DRY_RUN" = true ]; then
+  NEEDED_SINCE=$(date +%s.%N)
+else
+  NEEDED_SINCE="$R_TRUST_MTIME"
+fi
+CONTAINERD_STALE=$(awk -v s="${R_BEFORE_START:-0}" -v n="${NEEDED_SINCE:-0}" 'BEGIN { print (s < n) ? "true" : "false" }')
+log "containerd started ${R_BEFORE_START}; trust needed since ${NEEDED_SINCE}; containerd predates it: $CONTAINERD_STALE"
+
+# ---------------------------------------------------------------------------------------------
+# containerd refresh
+# ---------------------------------------------------------------------------------------------
+host_port() { if [[ "$1" == *:* ]]; then printf '%s' "$1"; else printf '%s:443' "$1"; fi; }
+
+write_hosts_toml() {
+  local host=$1 dir file content tmp
+  dir="$CERTS_D/$host"
+  file="$dir/hosts.toml"
+  content=$(printf '%s\nserver = "https://%s"\n\n[host."https://%s"]\n  capabilities = ["pull", "resolve"]\n  ca = "%s"\n' \
+    "$HOSTS_MARKER" "$host" "$host" "$ANCHOR_FILE")
+  if [ -e "$file" ] && ! grep -qxF "$HOSTS_MARKER" "$file" 2>/dev/null; then
+    R_HOSTS_FOREIGN+=("$host")
+    warn "$file exists and is not ours: left untouched"
+    return 0
+  fi
+  if [ -f "$file" ] && [ "$(cat "$file")" = "$content" ]; then
+    R_HOSTS_UNCHANGED+=("$host")
+    log "$file already up to date"
+    return 0
+  fi
+  if [ "$R_DRY_RUN" = true ]; then
+    action "would write $file"
+    R_HOSTS_WRITTEN+=("$host")
+    return 0
+  fi
+  mkdir -p "$dir" || fail "cannot create $dir"
+  tmp=$(mktemp "$dir/.hosts.toml.XXXXXX") || fail "cannot create a temporary file in $dir"
+  if ! { printf '%s\n' "$content" >"$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$file"; }; then
+    rm -f "$tmp"
+    fail "cannot write $file"
+  fi
+  R_HOSTS_WRITTEN+=("$host")
+  action "wrote $file"
+}
+
+restart_containerd() {
+  local waited=0 start_ts
+  if [ "$R_DRY_RUN" = true ]; then
+    action "would restart containerd (pid $R_BEFORE_PID): $1"
+    return 0
+  fi
+  log "restarting containerd: $1"
+  timeout 90 systemctl restart containerd || fail "systemctl restart containerd failed or timed out (90 s)"
+  R_RESTARTED=true
+  action "restarted containerd (pid $R_BEFORE_PID): $1"
+  start_ts=$(date +%s)
+  until cri_ready; do
+    waited=$(($(date +%s) - start_ts))
+    if [ "$waited" -ge "$CRI_WAIT_SECONDS" ]; then
+      fail "containerd did not answer on its CRI socket within ${CRI_WAIT_SECONDS} s after the restart"
+    fi
+    sleep 0.2
+  done
+  log "CRI answers again after ~$(($(date +%s) - start_ts)) s"
+}
+
+case "$STRATEGY" in
+  restart)
+    R_STRATEGY_USED="restart"
+    restart_containerd "strategy restart always restarts"
+    ;;
+  auto)
+    if [ "$CONTAINERD_STALE" = true ]; then
+      R_STRATEGY_USED="restart"
+      restart_containerd "containerd started before the trust bundle holding the CA was written"
+    else
+      R_STRATEGY_USED="none"
+      log "containerd started after the trust bundle holding the CA: no restart needed"
+    fi
+    ;;
+  hosts-toml)
+    R_STRATEGY_USED="hosts-toml"
+    for h in ${HOSTS[@]+"${HOSTS[@]}"}; do write_hosts_toml "$h"; done
+    ;;
+esac
+
+R_AFTER_PID=$(containerd_pid)
+if [ -n "$R_AFTER_PID" ]; then R_AFTER_START=$(pid_started_at "$R_AFTER_PID") || R_AFTER_START=""; fi
+[ -n "$R_AFTER_PID" ] || fail "containerd is not running after the remediation"
+
+# ---------------------------------------------------------------------------------------------
+# Verification
+# ---------------------------------------------------------------------------------------------
+if [ "$R_DRY_RUN" = true ]; then
+  R_RESULT="dry-run"
+  R_REASON=""
+  log "dry run: nothing changed"
+  emit_json
+  exit 0
+fi
+
+FAILURES=()
+S_CLIENT_OPTS=()
+if openssl s_client -help 2>&1 | grep -q -- '-no-CApath'; then S_CLIENT_OPTS+=(-no-CApath); fi
+if openssl s_client -help 2>&1 | grep -q -- '-no-CAstore'; then S_CLIENT_OPTS+=(-no-CAstore); fi
+
+for h in ${HOSTS[@]+"${HOSTS[@]}"}; do
+  hp=$(host_port "$h")
+  name=${hp%:*}
+  out=$(timeout 15 openssl s_client -connect "$hp" -servername "$name" -verify_return_error \
+    -CAfile "$TRUST_BUNDLE" ${S_CLIENT_OPTS[@]+"${S_CLIENT_OPTS[@]}"} </dev/null 2>&1)
+  rc=$?
+  if [ "$rc" -eq 0 ] && printf '%s\n' "$out" | grep -q 'Verify return code: 0 (ok)'; then
+    R_VERIFY_HOSTS+=("$h")
+    R_VERIFY_RESULTS+=("ok")
+    log "TLS verification of $hp against $TRUST_BUNDLE: ok"
+  else
+    if [ "$rc" -eq 124 ]; then
+      why="timed out after 15 s"
+    else
+      why=$(printf '%s\n' "$out" | grep -m1 -Ei 'verify error|errno|connect:|unable|refused|error' | head -c 300)
+      [ -n "$why" ] || why="openssl s_client exit status $rc"
+    fi
+    R_VERIFY_HOSTS+=("$h")
+    R_VERIFY_RESULTS+=("failed: $why")
+    FAILURES+=("TLS verification of $h failed")
+    log "TLS verification of $hp: failed: $why"
+  fi
+done
+
+if [ -n "$CANARY_IMAGE" ]; then
+  if ! command -v crictl >/dev/null 2>&1; then
+    R_CANARY="failed: crictl not found on PATH"
+  else
+    out=$(timeout 120 crictl pull "$CANARY_IMAGE" 2>&1)
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+      R_CANARY="ok"
+    elif [ "$rc" -eq 124 ]; then
+      R_CANARY="failed: crictl pull timed out after 120 s"
+    else
+      R_CANARY="failed: $(printf '%s\n' "$out" | grep -v '^[[:space:]]*$' | tail -n 1 | head -c 600)"
+    fi
+  fi
+  log "canary pull of $CANARY_IMAGE: $R_CANARY"
+  [ "$R_CANARY" = ok ] || FAILURES+=("canary pull failed")
+fi
+
+if [ "$STRATEGY" = "hosts-toml" ] && [ "${#R_HOSTS_FOREIGN[@]}" -gt 0 ]; then
+  FAILURES+=("hosts.toml not ours for ${R_HOSTS_FOREIGN[*]} (left untouched; containerd will not use the CA there)")
+fi
+
+if [ "${#FAILURES[@]}" -gt 0 ]; then
+  joined=$(printf '%s; ' "${FAILURES[@]}")
+  fail "${joined%; }"
+fi
+R_RESULT="success"
+R_REASON=""
+log "done: success"
+emit_json
+exit 0
