@@ -88,9 +88,9 @@ class RecordStore:
         only_if_status_in: Iterable[Status] | None = None,
     ) -> dict[str, Any] | None:
         """Set fields on an existing attempt; None when `only_if_status_in` does not hold."""
-        names = {f"#f{i}": name for i, name in enumerate(fields)}
-        values = {f":v{i}": _to_dynamo(value) for i, value in enumerate(fields.values())}
-        expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
+        names = {f"#upd{i}": name for i, name in enumerate(fields)}
+        values = {f":upd{i}": _to_dynamo(value) for i, value in enumerate(fields.values())}
+        expression = "SET " + ", ".join(f"#upd{i} = :upd{i}" for i in range(len(fields)))
         condition = Attr("pk").exists()
         if only_if_status_in is not None:
             condition &= Attr("status").is_in([s.value for s in only_if_status_in])

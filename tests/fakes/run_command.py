@@ -1,0 +1,220 @@
+"""A small fake of SSM Run Command, for what moto cannot tell the truth about.
+
+moto has no managed-instance list (describe_instance_information is unimplemented), accepts any
+SendCommand and reports every invocation as Success. This fake models what our product depends
+on, with the API's own shapes and error codes:
+
+- agents that come Online at a given time of a controllable clock (or never);
+- SendCommand validation as AWS does it: 1..50 instance ids of the right pattern, our document
+  only, parameters checked against the document's allowedPattern/allowedValues/maxChars
+  (read from template.yaml), InvalidInstanceId for an unregistered agent, Throttling on demand;
+- invocations that go Pending -> InProgress -> Success/Failed/TimedOut/... when the test says,
+  with the node's stdout/stderr, and the EventBridge status event SSM would emit.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+from ssm_document import document_content
+
+ROOT = Path(__file__).resolve().parents[2]
+STEP = "remediateCa"
+INSTANCE_ID = re.compile(r"^(i-(\w{8}|\w{17}))|(mi-\w{17})$")
+
+
+def client_error(code: str, message: str, operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message}}, operation)
+
+
+@dataclass
+class Invocation:
+    command_id: str
+    instance_id: str
+    status: str = "Pending"
+    status_details: str = "Pending"
+    stdout: str = ""
+    stderr: str = ""
+
+
+@dataclass
+class FakeClock:
+    """Simulated time; starts at the real time so that real certificates are valid."""
+
+    now: float = field(default_factory=time.time)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class FakeRunCommand:
+    clock: Callable[[], float]
+    document_name: str
+    account: str = "123456789012"
+    region: str = "us-east-1"
+    agents: dict[str, float | None] = field(default_factory=dict)
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    invocations: dict[tuple[str, str], Invocation] = field(default_factory=dict)
+    throttle: dict[str, int] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.parameters = document_content((ROOT / "template.yaml").read_text())["parameters"]
+
+    # ------------------------------------------------------------ test controls
+
+    def register(self, instance_id: str, online_at: float | None = None) -> None:
+        """The agent registers now; it is Online from `online_at` (default: now), or never (None)."""
+        self.agents[instance_id] = self.clock() if online_at is None else online_at
+
+    def register_never_online(self, instance_id: str) -> None:
+        self.agents[instance_id] = None
+
+    def deregister(self, instance_id: str) -> None:
+        """The node is gone (terminated): its agent is no longer registered."""
+        self.removed.add(instance_id)
+
+    def sent_to(self) -> list[list[str]]:
+        return [c["InstanceIds"] for c in self.commands]
+
+    def finish(self, command_id: str, instance_id: str, status: str, stdout: str = "", stderr: str = "",
+               details: str | None = None) -> dict[str, Any]:
+        """The node finished: set the invocation's outcome; returns SSM's status event."""
+        inv = self.invocations[(command_id, instance_id)]
+        inv.status, inv.status_details = status, details or status
+        inv.stdout, inv.stderr = stdout[:24000], stderr[:8000]
+        return self.status_event(command_id, instance_id)
+
+    def progress(self, command_id: str, instance_id: str) -> dict[str, Any]:
+        inv = self.invocations[(command_id, instance_id)]
+        inv.status = inv.status_details = "InProgress"
+        return self.status_event(command_id, instance_id)
+
+    def status_event(self, command_id: str, instance_id: str) -> dict[str, Any]:
+        inv = self.invocations[(command_id, instance_id)]
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "EC2 Command Invocation Status-change Notification",
+            "source": "aws.ssm",
+            "account": self.account,
+            "time": "2026-11-26T10:00:00Z",
+            "region": self.region,
+            "resources": [f"arn:aws:ec2:{self.region}:{self.account}:instance/{instance_id}"],
+            "detail": {
+                "command-id": command_id,
+                "document-name": self.document_name,
+                "instance-id": instance_id,
+                "requested-date-time": "2026-11-26T10:00:00.000Z",
+                "status": inv.status,
+            },
+        }
+
+    # ------------------------------------------------------------ the API
+
+    def _count(self, operation: str) -> None:
+        self.calls[operation] = self.calls.get(operation, 0) + 1
+        if self.throttle.get(operation, 0) > 0:
+            self.throttle[operation] -= 1
+            raise client_error("ThrottlingException", "Rate exceeded", operation)
+
+    def describe_instance_information(self, Filters: list[dict[str, Any]], MaxResults: int = 50,
+                                      NextToken: str | None = None) -> dict[str, Any]:  # noqa: N803
+        self._count("DescribeInstanceInformation")
+        ids = next(f["Values"] for f in Filters if f["Key"] == "InstanceIds")
+        if len(ids) > 50:
+            raise client_error("InvalidFilterValue", "at most 50 instance ids", "DescribeInstanceInformation")
+        now = self.clock()
+        found = []
+        for instance_id in ids:
+            if instance_id not in self.agents or instance_id in self.removed:
+                continue
+            online_at = self.agents[instance_id]
+            ping = "Online" if online_at is not None and online_at <= now else "ConnectionLost"
+            found.append({"InstanceId": instance_id, "PingStatus": ping, "PlatformType": "Linux"})
+        return {"InstanceInformationList": found}
+
+    def send_command(self, InstanceIds: list[str], DocumentName: str, Parameters: dict[str, list[str]],  # noqa: N803
+                     Comment: str = "", TimeoutSeconds: int = 3600, DocumentVersion: str = "$DEFAULT",
+                     **_: Any) -> dict[str, Any]:
+        self._count("SendCommand")
+        op = "SendCommand"
+        if not 1 <= len(InstanceIds) <= 50:
+            raise client_error("ValidationException", "InstanceIds: 1..50 items", op)
+        if any(not INSTANCE_ID.fullmatch(i) for i in InstanceIds):
+            raise client_error("ValidationException", "InstanceIds: pattern", op)
+        if DocumentName != self.document_name:
+            raise client_error("InvalidDocument", f"document {DocumentName} does not exist", op)
+        if len(Comment) > 100 or not 30 <= TimeoutSeconds <= 2592000:
+            raise client_error("ValidationException", "Comment/TimeoutSeconds out of range", op)
+        self._validate_parameters(Parameters)
+        now = self.clock()
+        for instance_id in InstanceIds:
+            online_at = self.agents.get(instance_id, "missing")
+            if online_at == "missing" or instance_id in self.removed:
+                raise client_error("InvalidInstanceId", f"Instances [[{instance_id}]] not in a valid state", op)
+        command_id = str(uuid.uuid4())
+        self.commands.append({"CommandId": command_id, "InstanceIds": list(InstanceIds), "Parameters": Parameters,
+                              "Comment": Comment, "DocumentName": DocumentName, "at": now})
+        for instance_id in InstanceIds:
+            self.invocations[(command_id, instance_id)] = Invocation(command_id, instance_id)
+        return {"Command": {"CommandId": command_id, "Comment": Comment, "InstanceIds": list(InstanceIds)}}
+
+    def _validate_parameters(self, given: dict[str, list[str]]) -> None:
+        unknown = set(given) - set(self.parameters)
+        if unknown:
+            raise client_error("InvalidParameters", f"unknown parameters {sorted(unknown)}", "SendCommand")
+        for name, spec in self.parameters.items():
+            values = given.get(name)
+            if values is None:
+                if "default" not in spec:
+                    raise client_error("InvalidParameters", f"{name} is required", "SendCommand")
+                continue
+            value = values[0]
+            if "maxChars" in spec and len(value) > int(spec["maxChars"]):
+                raise client_error("InvalidParameters", f"{name} longer than maxChars", "SendCommand")
+            if "allowedValues" in spec and value not in spec["allowedValues"]:
+                raise client_error("InvalidParameters", f"{name} not in allowedValues", "SendCommand")
+            if "allowedPattern" in spec and not re.search(spec["allowedPattern"], value):
+                raise client_error("InvalidParameters", f"{name} does not match allowedPattern", "SendCommand")
+
+    def list_commands(self, InstanceId: str | None = None, Filters: list[dict[str, str]] | None = None,  # noqa: N803
+                      NextToken: str | None = None, **_: Any) -> dict[str, Any]:
+        self._count("ListCommands")
+        doc = next((f["value"] for f in Filters or [] if f["key"] == "DocumentName"), None)
+        found = [
+            {"CommandId": c["CommandId"], "Comment": c["Comment"], "DocumentName": c["DocumentName"]}
+            for c in self.commands
+            if (InstanceId is None or InstanceId in c["InstanceIds"]) and (doc is None or c["DocumentName"] == doc)
+        ]
+        return {"Commands": found}
+
+    def get_command_invocation(self, CommandId: str, InstanceId: str, PluginName: str | None = None  # noqa: N803
+                               ) -> dict[str, Any]:
+        self._count("GetCommandInvocation")
+        inv = self.invocations.get((CommandId, InstanceId))
+        if inv is None:
+            raise client_error("InvocationDoesNotExist", "no such invocation", "GetCommandInvocation")
+        if PluginName is not None and PluginName != STEP:
+            raise client_error("InvalidPluginName", f"no step {PluginName}", "GetCommandInvocation")
+        return {
+            "CommandId": CommandId,
+            "InstanceId": InstanceId,
+            "PluginName": STEP,
+            "Status": inv.status,
+            "StatusDetails": inv.status_details,
+            "StandardOutputContent": inv.stdout,
+            "StandardErrorContent": inv.stderr,
+        }

@@ -1,0 +1,252 @@
+"""A whole deployment on one machine: moto for AWS, the fake Run Command, a controllable clock.
+
+Used by the integration tests and by the local main job (`make demo`). Handlers are the real
+ones; only `wiring.remediator` is swapped for one built on moto clients and the fakes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities import parameters
+from moto import mock_aws
+from ssm_document import load_template
+
+from eks_ca_remediator import wiring
+from eks_ca_remediator.adapters.ec2 import Ec2Reader
+from eks_ca_remediator.adapters.records import RecordStore
+from eks_ca_remediator.adapters.ssm import RunCommand
+from eks_ca_remediator.logic.remediation import Remediator
+from eks_ca_remediator.models import AgentWaitMessage
+from eks_ca_remediator.settings import Settings
+from tests.fakes.pki import make_cert
+from tests.fakes.run_command import FakeClock, FakeRunCommand
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+DOCUMENT = "eks-ca-remediator-RemediateCa"
+BUNDLE_PARAMETER = "/eks-ca-remediator/ca-bundle"
+TABLE = "remediation-records"
+
+
+@dataclass
+class LambdaContext:
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_name: str = "test-function"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:test-function"
+    function_version: str = "$LATEST"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+@dataclass
+class FakeQueue:
+    """The agent-wait queue with SQS delay semantics on the fake clock."""
+
+    clock: FakeClock
+    pending: list[tuple[float, str, str]] = field(default_factory=list)
+    sent: int = 0
+
+    def schedule(self, message: AgentWaitMessage, delay_seconds: int) -> None:
+        assert 0 <= delay_seconds <= 900, "SQS DelaySeconds is 0..900"
+        self.sent += 1
+        self.pending.append((self.clock() + delay_seconds, str(uuid.uuid4()), message.model_dump_json()))
+
+    def due(self) -> list[dict[str, Any]]:
+        """Pop the messages whose delay has passed, shaped as a Lambda SQS event's records."""
+        now = self.clock()
+        ready = [p for p in self.pending if p[0] <= now]
+        self.pending = [p for p in self.pending if p[0] > now]
+        return [{"messageId": mid, "body": body, "eventSource": "aws:sqs"} for _, mid, body in ready]
+
+
+def table_definition() -> dict[str, Any]:
+    """The records table exactly as template.yaml defines it (keys, GSI), for moto."""
+    props = load_template((ROOT / "template.yaml").read_text())["Resources"]["RecordsTable"]["Properties"]
+    return {k: props[k] for k in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")}
+
+
+def node_output(result: str = "success", restarted: bool = True, reason: str = "", **extra: Any) -> str:
+    """stdout as the node script prints it: logs on stderr, one JSON line on stdout."""
+    payload = {
+        "result": result,
+        "reason": reason,
+        "os_family": "al2023",
+        "strategy_requested": "auto",
+        "strategy_used": "auto",
+        "restarted": restarted,
+        "containerd_before": {"pid": 812, "started_at": 1790000000.5},
+        "containerd_after": {"pid": 1904 if restarted else 812, "started_at": 1790000050.1},
+        "bundle_changed": True,
+        "hosts_toml": {"written": [], "foreign_untouched": []},
+        "verification": {"registry.example.internal:443": "ok" if result == "success" else "failed: x509"},
+        "canary": "skipped",
+        "fingerprint": "0" * 64,
+        "dry_run": result == "dry-run",
+        "actions": ["installed CA", "restarted containerd"] if restarted else ["installed CA"],
+    }
+    payload.update(extra)
+    return json.dumps(payload) + "\n"
+
+
+@dataclass
+class World:
+    clock: FakeClock
+    ssm: FakeRunCommand
+    queue: FakeQueue
+    settings: Settings
+    remediator: Remediator
+    ec2: Any
+    table: Any
+    ssm_parameters: Any
+    ca_pem: str
+
+    # ------------------------------------------------------------------ setup
+
+    @classmethod
+    @contextmanager
+    def create(cls, **env: str) -> Iterator[World]:
+        with mock_aws():
+            parameters.clear_caches()
+            parameters.base.DEFAULT_PROVIDERS.clear()
+            wiring.reset()
+            clock = FakeClock()
+            dynamodb = boto3.resource("dynamodb", region_name=REGION)
+            table = dynamodb.create_table(TableName=TABLE, **table_definition())
+            ssm_parameters = boto3.client("ssm", region_name=REGION)
+            ca_pem, _ = make_cert("Example Corp Private Root CA")
+            ssm_parameters.put_parameter(Name=BUNDLE_PARAMETER, Value=ca_pem, Type="SecureString")
+            settings = Settings.from_env(
+                {
+                    "RECORDS_TABLE": TABLE,
+                    "DOCUMENT_NAME": DOCUMENT,
+                    "ENROLLED_CLUSTERS": "prod-a,prod-b",
+                    "CA_BUNDLE_PARAMETER": BUNDLE_PARAMETER,
+                    "AGENT_WAIT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/agent-wait",
+                    "REGISTRY_HOSTS": "registry.example.internal:443",
+                    "AGENT_WAIT_DEADLINE_SECONDS": "600",
+                    "AGENT_RECHECK_SECONDS": "15",
+                    **env,
+                }
+            )
+            fake_ssm = FakeRunCommand(clock=clock, document_name=DOCUMENT)
+            queue = FakeQueue(clock)
+            ec2 = boto3.client("ec2", region_name=REGION)
+            remediator = Remediator(
+                settings=settings,
+                records=RecordStore(table),
+                run_command=RunCommand(fake_ssm, DOCUMENT, settings.document_step),
+                ec2=Ec2Reader(ec2),
+                queue=queue,
+                clock=clock,
+            )
+            world = cls(clock, fake_ssm, queue, settings, remediator, ec2, table, ssm_parameters, ca_pem)
+            original = wiring.remediator
+            wiring.remediator = lambda: remediator  # the handlers' factory, swapped
+            try:
+                yield world
+            finally:
+                wiring.remediator = original
+                wiring.reset()
+                parameters.clear_caches()
+
+    # ------------------------------------------------------------------ nodes
+
+    def add_nodes(
+        self,
+        count: int = 1,
+        cluster: str = "prod-a",
+        tag_style: str = "eks",
+        agent_online_after: float | None = 0.0,
+        register_agent: bool = True,
+    ) -> list[str]:
+        """Launch `count` instances tagged the way EKS/Karpenter/self-managed groups tag nodes."""
+        tags = {
+            "eks": {"eks:cluster-name": cluster, "eks:nodegroup-name": "ng-1"},
+            "karpenter": {"aws:eks:cluster-name": cluster, "karpenter.sh/nodepool": "default"},
+            "self-managed": {f"kubernetes.io/cluster/{cluster}": "owned"},
+            "none": {"Name": "bastion"},
+        }[tag_style]
+        response = self.ec2.run_instances(
+            ImageId="ami-12345678",
+            MinCount=count,
+            MaxCount=count,
+            InstanceType="m6i.large",
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+            ],
+        )
+        ids = [i["InstanceId"] for i in response["Instances"]]
+        for instance_id in ids:
+            if not register_agent:
+                continue
+            if agent_online_after is None:
+                self.ssm.register_never_online(instance_id)
+            else:
+                self.ssm.register(instance_id, online_at=self.clock() + agent_online_after)
+        return ids
+
+    def launch_event(self, instance_id: str, event_id: str | None = None, state: str = "running") -> dict[str, Any]:
+        return {
+            "version": "0",
+            "id": event_id or str(uuid.uuid4()),
+            "detail-type": "EC2 Instance State-change Notification",
+            "source": "aws.ec2",
+            "account": ACCOUNT,
+            "time": "2026-11-26T10:00:00Z",
+            "region": REGION,
+            "resources": [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance_id}"],
+            "detail": {"instance-id": instance_id, "state": state},
+        }
+
+    # ------------------------------------------------------------------ running the handlers
+
+    def run_agent_wait(self) -> dict[str, Any] | None:
+        """Deliver due agent-wait messages to the real AgentWait handler, as SQS would."""
+        from agent_wait import handler
+
+        records = self.queue.due()
+        if not records:
+            return None
+        return handler({"Records": records}, LambdaContext())
+
+    def run_for(self, seconds: float, step: float = 1.0) -> None:
+        """Let simulated time pass, delivering queue messages as their delays expire."""
+        end = self.clock() + seconds
+        while self.clock() < end:
+            self.clock.advance(step)
+            self.run_agent_wait()
+
+    def finish_all(self, status: str = "Success", stdout: str | None = None) -> list[dict[str, Any]]:
+        """Every open invocation finishes; SSM's status events go through the real handler."""
+        from on_command_status import handler
+
+        results = []
+        for (command_id, instance_id), inv in list(self.ssm.invocations.items()):
+            if inv.status in ("Pending", "InProgress"):
+                event = self.ssm.finish(command_id, instance_id, status, stdout if stdout is not None else node_output())
+                results.append(handler(event, LambdaContext()))
+        return results
+
+    # ------------------------------------------------------------------ reading records
+
+    def attempts(self, instance_id: str) -> list[dict[str, Any]]:
+        items = self.table.query(
+            KeyConditionExpression="pk = :p AND begins_with(sk, :a)",
+            ExpressionAttributeValues={":p": instance_id, ":a": "ATTEMPT#"},
+        )["Items"]
+        return items
+
+    def all_attempts(self) -> list[dict[str, Any]]:
+        items = self.table.scan()["Items"]
+        return [i for i in items if i["sk"].startswith("ATTEMPT#")]
