@@ -1,0 +1,69 @@
+# eks-ca-remediator - the targets a newcomer expects. Every target installs what it needs first.
+SHELL := /bin/bash
+PYTHON ?= $(shell ls $$HOME/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | tail -n1 || true)
+ifeq ($(PYTHON),)
+PYTHON := $(shell command -v python3.13)
+endif
+VENV := .venv
+SAMVENV := .venv-sam
+PY := $(VENV)/bin/python
+SAM := $(SAMVENV)/bin/sam
+REGION ?= us-east-1
+ENV ?= default
+LAB_PACKAGES := containerd runc docker-registry shellcheck openssl ca-certificates
+
+.PHONY: setup test lint demo bench build deploy embed clean
+
+$(VENV)/.installed: requirements-dev.txt layers/common/requirements.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.13 not found: install it (pyenv install 3.13) or pass PYTHON=..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(SAMVENV)/.installed:
+	$(PYTHON) -m venv $(SAMVENV)
+	$(SAMVENV)/bin/pip install --quiet aws-sam-cli==1.170.0
+	touch $@
+
+# The node lab needs containerd, runc and a registry from Debian; installed when we are root.
+lab-packages:
+	@missing=$$(for p in $(LAB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing node-lab packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "node lab unavailable (needs root + apt for: $$missing); its tests will skip"; fi; \
+	fi
+
+setup: $(VENV)/.installed lab-packages
+
+test: setup
+	$(PY) tools/ssm_document.py --check
+	$(PY) -m pytest -q
+
+lint: setup $(SAMVENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	shellcheck node/remediate-ca.sh
+	$(PY) tools/ssm_document.py --check
+	$(VENV)/bin/cfn-lint template.yaml
+	PATH=$(dir $(PYTHON)):$$PATH $(SAM) validate --lint --region $(REGION)
+
+demo: setup
+	$(PY) -m demo
+
+bench: setup
+	PYTHONPATH=layers/common:tools:. $(PY) bench/run_all.py
+
+embed: setup
+	$(PY) tools/ssm_document.py
+
+build: $(SAMVENV)/.installed embed
+	PATH=$(dir $(PYTHON)):$$PATH $(SAM) build --region $(REGION)
+
+deploy: build
+	$(SAM) deploy --config-env $(ENV) --guided
+
+clean:
+	rm -rf .aws-sam .pytest_cache .ruff_cache
