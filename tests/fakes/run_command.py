@@ -89,8 +89,15 @@ class FakeRunCommand:
     def sent_to(self) -> list[list[str]]:
         return [c["InstanceIds"] for c in self.commands]
 
-    def finish(self, command_id: str, instance_id: str, status: str, stdout: str = "", stderr: str = "",
-               details: str | None = None) -> dict[str, Any]:
+    def finish(
+        self,
+        command_id: str,
+        instance_id: str,
+        status: str,
+        stdout: str = "",
+        stderr: str = "",
+        details: str | None = None,
+    ) -> dict[str, Any]:
         """The node finished: set the invocation's outcome; returns SSM's status event."""
         inv = self.invocations[(command_id, instance_id)]
         inv.status, inv.status_details = status, details or status
@@ -130,8 +137,9 @@ class FakeRunCommand:
             self.throttle[operation] -= 1
             raise client_error("ThrottlingException", "Rate exceeded", operation)
 
-    def describe_instance_information(self, Filters: list[dict[str, Any]], MaxResults: int = 50,
-                                      NextToken: str | None = None) -> dict[str, Any]:  # noqa: N803
+    def describe_instance_information(
+        self, Filters: list[dict[str, Any]], MaxResults: int = 50, NextToken: str | None = None
+    ) -> dict[str, Any]:  # noqa: N803
         self._count("DescribeInstanceInformation")
         ids = next(f["Values"] for f in Filters if f["Key"] == "InstanceIds")
         if len(ids) > 50:
@@ -146,9 +154,16 @@ class FakeRunCommand:
             found.append({"InstanceId": instance_id, "PingStatus": ping, "PlatformType": "Linux"})
         return {"InstanceInformationList": found}
 
-    def send_command(self, InstanceIds: list[str], DocumentName: str, Parameters: dict[str, list[str]],  # noqa: N803
-                     Comment: str = "", TimeoutSeconds: int = 3600, DocumentVersion: str = "$DEFAULT",
-                     **_: Any) -> dict[str, Any]:
+    def send_command(
+        self,
+        InstanceIds: list[str],
+        DocumentName: str,
+        Parameters: dict[str, list[str]],  # noqa: N803
+        Comment: str = "",
+        TimeoutSeconds: int = 3600,
+        DocumentVersion: str = "$DEFAULT",
+        **_: Any,
+    ) -> dict[str, Any]:
         self._count("SendCommand")
         op = "SendCommand"
         if not 1 <= len(InstanceIds) <= 50:
@@ -166,8 +181,16 @@ class FakeRunCommand:
             if online_at == "missing" or instance_id in self.removed:
                 raise client_error("InvalidInstanceId", f"Instances [[{instance_id}]] not in a valid state", op)
         command_id = str(uuid.uuid4())
-        self.commands.append({"CommandId": command_id, "InstanceIds": list(InstanceIds), "Parameters": Parameters,
-                              "Comment": Comment, "DocumentName": DocumentName, "at": now})
+        self.commands.append(
+            {
+                "CommandId": command_id,
+                "InstanceIds": list(InstanceIds),
+                "Parameters": Parameters,
+                "Comment": Comment,
+                "DocumentName": DocumentName,
+                "at": now,
+            }
+        )
         for instance_id in InstanceIds:
             self.invocations[(command_id, instance_id)] = Invocation(command_id, instance_id)
         return {"Command": {"CommandId": command_id, "Comment": Comment, "InstanceIds": list(InstanceIds)}}
@@ -190,8 +213,13 @@ class FakeRunCommand:
             if "allowedPattern" in spec and not re.search(spec["allowedPattern"], value):
                 raise client_error("InvalidParameters", f"{name} does not match allowedPattern", "SendCommand")
 
-    def list_commands(self, InstanceId: str | None = None, Filters: list[dict[str, str]] | None = None,  # noqa: N803
-                      NextToken: str | None = None, **_: Any) -> dict[str, Any]:
+    def list_commands(
+        self,
+        InstanceId: str | None = None,
+        Filters: list[dict[str, str]] | None = None,  # noqa: N803
+        NextToken: str | None = None,
+        **_: Any,
+    ) -> dict[str, Any]:
         self._count("ListCommands")
         doc = next((f["value"] for f in Filters or [] if f["key"] == "DocumentName"), None)
         found = [
@@ -201,8 +229,12 @@ class FakeRunCommand:
         ]
         return {"Commands": found}
 
-    def get_command_invocation(self, CommandId: str, InstanceId: str, PluginName: str | None = None  # noqa: N803
-                               ) -> dict[str, Any]:
+    def get_command_invocation(
+        self,
+        CommandId: str,
+        InstanceId: str,
+        PluginName: str | None = None,  # noqa: N803
+    ) -> dict[str, Any]:
         self._count("GetCommandInvocation")
         inv = self.invocations.get((CommandId, InstanceId))
         if inv is None:

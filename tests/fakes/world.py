@@ -16,9 +16,6 @@ from typing import Any
 
 import boto3
 from aws_lambda_powertools.utilities import parameters
-from moto import mock_aws
-from ssm_document import load_template
-
 from eks_ca_remediator import wiring
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
 from eks_ca_remediator.adapters.records import RecordStore
@@ -26,6 +23,9 @@ from eks_ca_remediator.adapters.ssm import RunCommand
 from eks_ca_remediator.logic.remediation import Remediator
 from eks_ca_remediator.models import AgentWaitMessage
 from eks_ca_remediator.settings import Settings
+from moto import mock_aws
+from ssm_document import load_template
+
 from tests.fakes.pki import make_cert
 from tests.fakes.run_command import FakeClock, FakeRunCommand
 
@@ -182,9 +182,7 @@ class World:
             MinCount=count,
             MaxCount=count,
             InstanceType="m6i.large",
-            TagSpecifications=[
-                {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
-            ],
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
         )
         ids = [i["InstanceId"] for i in response["Instances"]]
         for instance_id in ids:
@@ -234,7 +232,9 @@ class World:
         results = []
         for (command_id, instance_id), inv in list(self.ssm.invocations.items()):
             if inv.status in ("Pending", "InProgress"):
-                event = self.ssm.finish(command_id, instance_id, status, stdout if stdout is not None else node_output())
+                event = self.ssm.finish(
+                    command_id, instance_id, status, stdout if stdout is not None else node_output()
+                )
                 results.append(handler(event, LambdaContext()))
         return results
 

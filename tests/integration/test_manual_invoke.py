@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from eks_ca_remediator.errors import InvalidRequest
 from remediate import handler as remediate
 
-from eks_ca_remediator.errors import InvalidRequest
 from tests.fakes.world import LambdaContext
 
 

@@ -1,0 +1,125 @@
+"""Pure decisions: enrolment by tags, agent wait, status mapping, node result parsing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from eks_ca_remediator.decisions import (
+    GiveUp,
+    SendNow,
+    WaitAgain,
+    agent_wait_decision,
+    chunks,
+    cluster_names_from_tags,
+    enrolled_cluster,
+    outcome_of,
+    parse_node_result,
+    record_status_for,
+    tail,
+)
+from eks_ca_remediator.models import Status
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        ({"eks:cluster-name": "prod-a"}, "prod-a"),
+        ({"aws:eks:cluster-name": "prod-a", "karpenter.sh/nodepool": "default"}, "prod-a"),
+        ({"kubernetes.io/cluster/prod-a": "owned"}, "prod-a"),
+        ({"kubernetes.io/cluster/prod-a": "shared"}, "prod-a"),
+        ({"alpha.eksctl.io/cluster-name": "prod-a"}, "prod-a"),
+        ({"kubernetes.io/cluster/prod-a": "something-else"}, None),
+        ({"eks:cluster-name": "staging"}, None),
+        ({"Name": "prod-a"}, None),
+        ({}, None),
+    ],
+)
+def test_enrolled_cluster_from_the_tags_eks_karpenter_and_node_groups_set(tags, expected):
+    assert enrolled_cluster(tags, ["prod-a", "prod-b"]) == expected
+
+
+def test_cluster_names_collects_every_claim():
+    tags = {"eks:cluster-name": "a", "kubernetes.io/cluster/b": "owned"}
+    assert cluster_names_from_tags(tags) == {"a", "b"}
+
+
+def test_chunks_of_fifty():
+    assert [len(c) for c in chunks(list(range(120)))] == [50, 50, 20]
+    assert list(chunks([])) == []
+    with pytest.raises(ValueError, match="positive"):
+        list(chunks([1], 0))
+
+
+@pytest.mark.parametrize(
+    ("ping", "state", "now", "expected"),
+    [
+        ("Online", "running", 100.0, SendNow()),
+        ("ConnectionLost", "running", 100.0, WaitAgain(15)),
+        (None, "running", 100.0, WaitAgain(15)),
+        (None, "running", 995.5, WaitAgain(5)),  # never waits past the deadline
+        (
+            None,
+            "running",
+            1000.0,
+            GiveUp("SSM agent not Online before the agent-wait deadline (last seen: not registered)"),
+        ),
+        ("Online", "terminated", 100.0, GiveUp("instance is terminated while waiting for its SSM agent")),
+        ("Online", "pending", 100.0, SendNow()),
+    ],
+)
+def test_agent_wait_decision(ping, state, now, expected):
+    assert agent_wait_decision(ping, state, now, deadline=1000.0, recheck_seconds=15) == expected
+
+
+def test_agent_wait_delay_never_exceeds_the_sqs_maximum():
+    decision = agent_wait_decision(None, "running", 0.0, deadline=86400.0, recheck_seconds=5000)
+    assert decision == WaitAgain(900)
+
+
+@pytest.mark.parametrize(
+    ("ssm", "status"),
+    [
+        ("Pending", Status.IN_PROGRESS),
+        ("InProgress", Status.IN_PROGRESS),
+        ("Success", Status.SUCCEEDED),
+        ("Failed", Status.FAILED),
+        ("TimedOut", Status.TIMED_OUT),
+        ("Cancelled", Status.FAILED),
+        ("DeliveryTimedOut", Status.TIMED_OUT),
+        ("Undeliverable", Status.FAILED),
+    ],
+)
+def test_ssm_status_mapping(ssm, status):
+    assert record_status_for(ssm) is status
+
+
+def test_unknown_ssm_status_is_an_error_not_a_guess():
+    with pytest.raises(ValueError, match="unknown SSM invocation status 'Exploded'"):
+        record_status_for("Exploded")
+
+
+def test_parse_node_result_takes_the_last_json_line():
+    stdout = 'noise\n{"result": "failure"}\n' + json.dumps({"result": "success", "restarted": True}) + "\n"
+    result = parse_node_result(stdout)
+    assert result is not None and result.result == "success" and result.restarted is True
+
+
+@pytest.mark.parametrize("stdout", ["", "plain text\n", '{"result": "maybe"}\n', "{not json\n"])
+def test_parse_node_result_refuses_what_is_not_a_result(stdout):
+    assert parse_node_result(stdout) is None
+
+
+def test_outcomes():
+    ok = '{"result": "success", "restarted": false}\n'
+    assert outcome_of("Success", "Success", ok, dry_run=False).status is Status.SUCCEEDED
+    assert outcome_of("Success", "Success", ok, dry_run=True).status is Status.DRY_RUN
+    failed = outcome_of("Failed", "Failed", '{"result": "failure", "reason": "unknown OS"}\n', False)
+    assert (failed.status, failed.reason) == (Status.FAILED, "unknown OS")
+    lost = outcome_of("TimedOut", "DeliveryTimedOut", "", False)
+    assert lost.status is Status.TIMED_OUT and "DeliveryTimedOut" in lost.reason
+
+
+def test_tail_keeps_the_end():
+    assert tail("a" * 10 + "END", limit=3) == "END"
+    assert tail("short") == "short"
