@@ -241,11 +241,10 @@ class World:
     # ------------------------------------------------------------------ reading records
 
     def attempts(self, instance_id: str) -> list[dict[str, Any]]:
-        items = self.table.query(
+        return self.table.query(
             KeyConditionExpression="pk = :p AND begins_with(sk, :a)",
             ExpressionAttributeValues={":p": instance_id, ":a": "ATTEMPT#"},
         )["Items"]
-        return items
 
     def all_attempts(self) -> list[dict[str, Any]]:
         items = self.table.scan()["Items"]

@@ -102,7 +102,9 @@ def test_unknown_ssm_status_is_an_error_not_a_guess():
 def test_parse_node_result_takes_the_last_json_line():
     stdout = 'noise\n{"result": "failure"}\n' + json.dumps({"result": "success", "restarted": True}) + "\n"
     result = parse_node_result(stdout)
-    assert result is not None and result.result == "success" and result.restarted is True
+    assert result is not None
+    assert result.result == "success"
+    assert result.restarted is True
 
 
 @pytest.mark.parametrize("stdout", ["", "plain text\n", '{"result": "maybe"}\n', "{not json\n"])
@@ -117,7 +119,8 @@ def test_outcomes():
     failed = outcome_of("Failed", "Failed", '{"result": "failure", "reason": "unknown OS"}\n', False)
     assert (failed.status, failed.reason) == (Status.FAILED, "unknown OS")
     lost = outcome_of("TimedOut", "DeliveryTimedOut", "", False)
-    assert lost.status is Status.TIMED_OUT and "DeliveryTimedOut" in lost.reason
+    assert lost.status is Status.TIMED_OUT
+    assert "DeliveryTimedOut" in lost.reason
 
 
 def test_tail_keeps_the_end():
