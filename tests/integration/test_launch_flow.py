@@ -248,3 +248,61 @@ def test_terminal_ssm_statuses_map_to_record_statuses(world, ssm_status, details
     [record] = world.attempts(node)
     assert record["status"] == expected
     assert details in record["reason"]
+
+
+def test_status_event_for_an_unrecorded_command_raises_so_it_is_retried_then_dead_lettered(world):
+    from eks_ca_remediator.errors import AttemptNotFound
+    from on_command_status import handler as on_status
+
+    [node] = world.add_nodes()
+    on_launch(world.launch_event(node), LambdaContext())
+    event = world.ssm.finish(world.ssm.commands[0]["CommandId"], node, "Success", node_output())
+    event["detail"]["command-id"] = "00000000-0000-0000-0000-000000000000"
+    with pytest.raises(AttemptNotFound, match="no attempt records command"):
+        on_status(event, LambdaContext())
+
+
+def test_crash_between_send_and_record_is_recovered_without_a_second_command(world, monkeypatch):
+    [node] = world.add_nodes()
+    event = world.launch_event(node)
+    original = world.remediator._record_sent
+    calls = {"n": 0}
+
+    def dies_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise TimeoutError("Lambda timed out after SendCommand")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(world.remediator, "_record_sent", dies_once)
+    with pytest.raises(TimeoutError):
+        on_launch(event, LambdaContext())
+    assert len(world.ssm.commands) == 1
+
+    on_launch(event, LambdaContext())  # Lambda's async retry delivers the same event again
+
+    assert len(world.ssm.commands) == 1
+    [record] = world.attempts(node)
+    assert record["status"] == "SENT"
+    assert record["command_id"] == world.ssm.commands[0]["CommandId"]
+
+
+def test_invalid_instance_id_in_a_batch_fails_that_node_and_sends_the_others(world):
+    from remediate import handler as remediate
+
+    nodes = world.add_nodes(3)
+    original = world.ssm.describe_instance_information
+
+    def stale_ping(**kwargs):  # the agent deregisters between the ping and SendCommand
+        response = original(**kwargs)
+        world.ssm.deregister(nodes[1])
+        return response
+
+    world.ssm.describe_instance_information = stale_ping
+    remediate({"cluster": "prod-a"}, LambdaContext())
+
+    sent = sorted(i for batch in world.ssm.sent_to() for i in batch)
+    assert sent == sorted([nodes[0], nodes[2]])
+    statuses = {r["instance_id"]: r["status"] for n in nodes for r in world.attempts(n)}
+    assert statuses[nodes[1]] == "FAILED"
+    assert statuses[nodes[0]] == statuses[nodes[2]] == "SENT"
