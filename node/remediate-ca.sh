@@ -446,8 +446,11 @@ else
     action "wrote $ANCHOR_FILE (sha256 $R_FINGERPRINT)"
   fi
 fi
-# Refresh when our file changed, or when it is in place but its CA is missing from the bundle.
-if [ "$R_BUNDLE_CHANGED" = true ] || [ "$TRUSTED_BEFORE" != true ]; then
+# Refresh only when it changes what is trusted: a certificate of ours is missing from the trust
+# bundle, or this run takes certificates away from our file. A refresh rewrites the bundle and so
+# moves its mtime; skipping a refresh that would add nothing keeps the mtime meaningful (a second
+# run, or a node whose CA userdata already trusted, restarts nothing needlessly).
+if [ "$TRUSTED_BEFORE" != true ] || [ "$REMOVED_COUNT" -gt 0 ]; then
   if [ "$R_DRY_RUN" = true ]; then
     action "would run ${REFRESH[*]}"
   else
@@ -457,7 +460,7 @@ if [ "$R_BUNDLE_CHANGED" = true ] || [ "$TRUSTED_BEFORE" != true ]; then
     action "ran ${REFRESH[*]}"
   fi
 else
-  log "trust store already holds the CA and $ANCHOR_FILE is unchanged: not refreshed"
+  log "trust bundle already holds every certificate of the CA bundle: not refreshed"
 fi
 R_TRUST_MTIME=$(file_mtime "$TRUST_BUNDLE")
 if [ "$R_DRY_RUN" != true ]; then
@@ -523,7 +526,8 @@ restart_containerd() {
     return 0
   fi
   log "restarting containerd: $1"
-  timeout 90 systemctl restart containerd || fail "systemctl restart containerd failed or timed out (90 s)"
+  # fd 3 (our stdout) and fd 9 (the lock) must not leak into a containerd started from here.
+  timeout 90 systemctl restart containerd 3>&- 9<&- || fail "systemctl restart containerd failed or timed out (90 s)"
   R_RESTARTED=true
   action "restarted containerd (pid $R_BEFORE_PID): $1"
   start_ts=$(date +%s)

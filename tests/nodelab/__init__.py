@@ -1,0 +1,1 @@
+"""Node lab: the node script against a real containerd and TLS registry (see lab.py)."""

@@ -1,0 +1,960 @@
+"""Node lab: a real containerd + TLS registry on this machine, isolated in a mount namespace.
+
+It reproduces the EKS bug the product fixes: containerd's CRI plugin loads the system CA pool
+once per process, so a CA trusted after containerd started is ignored by image pulls until
+containerd restarts. Nothing is installed at run time; the machine needs root (CAP_SYS_ADMIN),
+util-linux `unshare`/`nsenter`, overlayfs, and the Debian packages containerd, runc,
+docker-registry, openssl, ca-certificates, plus the Python packages grpcio, grpcio-tools and
+cryptography.
+
+What it builds (all under one temporary directory, all stopped by PID in `stop()`):
+- `Registry`: a private CA, a server certificate for `registry.nodelab.test`, `docker-registry`
+  serving TLS on 127.0.0.1:<free port>, and a tiny image pushed with the standard library.
+  One registry can be shared by many labs (pass it to `NodeLab(registry=...)`).
+- `NodeLab`: a long-lived `unshare -m --propagation private` holder process whose mount
+  namespace has overlayfs over /etc and /usr/local/share/ca-certificates (the machine's trust
+  store, /etc/hosts and /etc/containerd are never written), a private /etc/hosts resolving
+  `registry.nodelab.test` to 127.0.0.1, /etc/containerd/config.toml (CRI `config_path` =
+  /etc/containerd/certs.d inside the namespace), /etc/crictl.yaml, and for the Amazon Linux
+  families a faked /etc/os-release and /etc/pki tree where /etc/ssl/certs is a link to
+  /etc/pki/tls/certs as on AL, so Go finds no /etc/ssl/certs/ca-certificates.crt and falls
+  through to /etc/pki/tls/certs/ca-bundle.crt -> the extracted tls-ca-bundle.pem.
+  containerd runs inside the namespace with a clean environment (`env -i`, no SSL_CERT_*).
+  Stand-ins on PATH inside the lab: `systemctl` (show MainPID / start / stop / restart /
+  is-active for containerd only), `crictl` (info / version / pull through the lab's Python CRI
+  client) and, for AL, `update-ca-trust` (rebuilds the extracted bundle and the ca-bundle.crt
+  link). Everything else the node script calls is the machine's real tool.
+
+API (importable; the product's local demo can drive it):
+
+    from tests.nodelab.lab import NodeLab, Registry, lab_available
+
+    ok, why = lab_available()           # (False, "one-line reason") where the lab cannot run
+    with NodeLab(os_family="debian") as lab:   # or "ubuntu", "al2", "al2023"; start() on enter
+        lab.cri_pull()                  # -> (False, "... x509: certificate signed by unknown authority")
+        lab.trust_ca_without_restart()  # what userdata does on EKS: trust store only
+        pid = lab.containerd_pid()      # containerd keeps running: pulls still fail
+        run = lab.run_script({"SSM_CaBundle": lab.ca_b64, "SSM_Strategy": "auto",
+                              "SSM_RegistryHosts": lab.registry_host,
+                              "SSM_CanaryImage": lab.image, "SSM_DryRun": "false"})
+        run.exit_code, run.result, run.stderr   # result = the parsed JSON line (or None)
+        lab.cri_pull()                  # -> (True, "sha256:...")
+
+`run_script` runs the script exactly as embedded in template.yaml (tools/ssm_document.py
+`extract_script`), written to a file and run with `sh` inside the namespace with the given
+SSM_* variables only (plus PATH/HOME/LANG), like SSM Run Command with ENV_VAR interpolation.
+Other helpers: start_containerd(), stop_containerd(), restart_containerd(), remove_cri_socket(),
+cri_version(), sh(command), read_file(path), write_file(path, data), snapshot(),
+trust_bundle_path, anchor_dir, ca_pem / ca_b64 (the registry's CA), registry_host, image.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import gzip
+import hashlib
+import http.client
+import io
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB_DIR = Path(__file__).resolve().parent
+REGISTRY_NAME = "registry.nodelab.test"
+IMAGE_REPO = "nodelab/hello"
+IMAGE_TAG = "1"
+OS_FAMILIES = ("debian", "ubuntu", "al2", "al2023")
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+REQUIRED_TOOLS = (
+    "unshare",
+    "nsenter",
+    "mount",
+    "containerd",
+    "runc",
+    "docker-registry",
+    "openssl",
+    "update-ca-certificates",
+    "timeout",
+    "flock",
+    "sh",
+    "bash",
+)
+
+OS_RELEASE = {
+    "ubuntu": (
+        'NAME="Ubuntu"\nVERSION_ID="22.04"\nID=ubuntu\nID_LIKE=debian\n'
+        'PRETTY_NAME="Ubuntu 22.04.5 LTS (node lab)"\n'
+    ),
+    "al2": (
+        'NAME="Amazon Linux"\nVERSION="2"\nID="amzn"\nID_LIKE="centos rhel fedora"\n'
+        'VERSION_ID="2"\nPRETTY_NAME="Amazon Linux 2 (node lab)"\n'
+    ),
+    "al2023": (
+        'NAME="Amazon Linux"\nVERSION="2023"\nID="amzn"\nID_LIKE="fedora"\nVERSION_ID="2023"\n'
+        'PLATFORM_ID="platform:al2023"\nPRETTY_NAME="Amazon Linux 2023 (node lab)"\n'
+    ),
+}
+
+
+def _which_all(names: tuple[str, ...]) -> list[str]:
+    path = os.pathsep.join([os.environ.get("PATH", ""), SYSTEM_PATH])
+    return [n for n in names if shutil.which(n, path=path) is None]
+
+
+def lab_available() -> tuple[bool, str]:
+    """Can the lab run here? Returns (True, "") or (False, one-line reason)."""
+    if not sys.platform.startswith("linux"):
+        return False, "node lab needs Linux"
+    if os.geteuid() != 0:
+        return False, "node lab needs root (mount namespaces, overlayfs, containerd)"
+    missing = _which_all(REQUIRED_TOOLS)
+    if missing:
+        return False, f"node lab needs these commands on PATH: {', '.join(missing)}"
+    for module in ("grpc", "grpc_tools", "cryptography"):
+        try:
+            __import__(module)
+        except ImportError:
+            return False, f"node lab needs the Python package {module}"
+    try:
+        if "overlay" not in Path("/proc/filesystems").read_text():
+            return False, "node lab needs overlayfs (not in /proc/filesystems)"
+    except OSError as exc:
+        return False, f"cannot read /proc/filesystems: {exc}"
+    probe = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "true"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return False, f"cannot create a mount namespace (unshare -m): {probe.stderr.strip()[:200]}"
+    return True, ""
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """A minimal environment: no SSL_CERT_*, REQUESTS_CA_BUNDLE, proxies, ... from this shell."""
+    env = {"PATH": SYSTEM_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while pid exists and is not a zombie (PID 1 here may not reap orphans)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM, wait up to timeout, then SIGKILL. For processes that are not our children."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------------------------
+# PKI
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Pki:
+    """PEM texts: the registry's CA and server pair, plus bad material for negative tests."""
+
+    ca_pem: str
+    server_cert_pem: str
+    server_key_pem: str
+    other_ca_pem: str  # a valid CA that did NOT sign the registry certificate
+    leaf_pem: str  # a certificate with basicConstraints CA:FALSE
+    expired_ca_pem: str
+    key_pem: str  # a private key (must never be accepted in a bundle)
+
+
+def make_pki(hostname: str = REGISTRY_NAME) -> Pki:
+    from cryptography import x509  # noqa: PLC0415 - imported lazily: lab_available checks it
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415
+
+    now = dt.datetime.now(dt.UTC)
+
+    def key() -> ec.EllipticCurvePrivateKey:
+        return ec.generate_private_key(ec.SECP256R1())
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def pem(cert: x509.Certificate) -> str:
+        return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    def ca(cn: str, k: ec.EllipticCurvePrivateKey, start: dt.datetime, end: dt.datetime) -> x509.Certificate:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(name(cn))
+            .public_key(k.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(k.public_key()), critical=False)
+            .sign(k, hashes.SHA256())
+        )
+
+    def leaf(
+        cn: str, k: ec.EllipticCurvePrivateKey, issuer: x509.Certificate, issuer_key: ec.EllipticCurvePrivateKey
+    ) -> x509.Certificate:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(issuer.subject)
+            .public_key(k.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName(cn), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(k.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+            )
+            .sign(issuer_key, hashes.SHA256())
+        )
+
+    ca_key, other_key, expired_key, server_key, leaf_key = key(), key(), key(), key(), key()
+    ca_cert = ca("nodelab private CA", ca_key, now - dt.timedelta(hours=1), now + dt.timedelta(days=365))
+    server = leaf(hostname, server_key, ca_cert, ca_key)
+    other = ca("nodelab other CA", other_key, now - dt.timedelta(hours=1), now + dt.timedelta(days=365))
+    expired = ca("nodelab expired CA", expired_key, now - dt.timedelta(days=30), now - dt.timedelta(days=1))
+    non_ca = leaf("not-a-ca.nodelab.test", leaf_key, ca_cert, ca_key)
+    key_pem = server_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return Pki(
+        ca_pem=pem(ca_cert),
+        server_cert_pem=pem(server),
+        server_key_pem=key_pem,
+        other_ca_pem=pem(other),
+        leaf_pem=pem(non_ca),
+        expired_ca_pem=pem(expired),
+        key_pem=leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
+    )
+
+
+def b64(text: str | bytes) -> str:
+    data = text.encode() if isinstance(text, str) else text
+    return base64.b64encode(data).decode()
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+def _go_arch() -> str:
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
+
+
+def build_image() -> tuple[bytes, bytes, bytes]:
+    """(layer tar.gz, config JSON, schema2 manifest JSON) of a one-file image."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        data = b"hello from the eks-ca-remediator node lab\n"
+        info = tarfile.TarInfo("hello.txt")
+        info.size, info.mtime, info.mode = len(data), 0, 0o644
+        tar.addfile(info, io.BytesIO(data))
+    tar_bytes = raw.getvalue()
+    layer = gzip.compress(tar_bytes, mtime=0)
+    config = json.dumps(
+        {
+            "architecture": _go_arch(),
+            "os": "linux",
+            "config": {"Cmd": ["/hello.txt"]},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar_bytes).hexdigest()]},
+            "history": [{"created_by": "nodelab"}],
+        },
+        sort_keys=True,
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": len(config),
+                "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "size": len(layer),
+                    "digest": "sha256:" + hashlib.sha256(layer).hexdigest(),
+                }
+            ],
+        }
+    ).encode()
+    return layer, config, manifest
+
+
+class Registry:
+    """docker-registry with TLS on 127.0.0.1:<port>, reached as registry.nodelab.test:<port>."""
+
+    def __init__(self, workdir: Path | None = None) -> None:
+        self._own_dir = workdir is None
+        self.dir = Path(tempfile.mkdtemp(prefix="nodelab-registry-")) if workdir is None else workdir
+        self.port = 0
+        self.pki: Pki | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"{REGISTRY_NAME}:{self.port}"
+
+    @property
+    def image(self) -> str:
+        return f"{self.host}/{IMAGE_REPO}:{IMAGE_TAG}"
+
+    def start(self) -> Registry:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Registry:
+        self.pki = make_pki()
+        (self.dir / "certs").mkdir(parents=True, exist_ok=True)
+        (self.dir / "certs" / "server.crt").write_text(self.pki.server_cert_pem)
+        key = self.dir / "certs" / "server.key"
+        key.write_text(self.pki.server_key_pem)
+        key.chmod(0o600)
+        for attempt in range(5):
+            self.port = free_port()
+            config = self.dir / "config.yml"
+            config.write_text(
+                "version: 0.1\n"
+                "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+                f"storage:\n  filesystem:\n    rootdirectory: {self.dir / 'data'}\n"
+                f"http:\n  addr: 127.0.0.1:{self.port}\n"
+                f"  tls:\n    certificate: {self.dir / 'certs' / 'server.crt'}\n"
+                f"    key: {key}\n"
+            )
+            log = (self.dir / "registry.log").open("ab")
+            self.proc = subprocess.Popen(
+                ["docker-registry", "serve", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=clean_env(),
+            )
+            log.close()
+            if self._wait_ready():
+                break
+            self._kill()
+            if attempt == 4:
+                raise RuntimeError(f"docker-registry did not start: {self.log_tail()}")
+        self.push()
+        return self
+
+    def log_tail(self) -> str:
+        try:
+            return (self.dir / "registry.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        assert self.pki is not None
+        ctx = ssl.create_default_context(cadata=self.pki.ca_pem)
+        return ctx
+
+    def _conn(self) -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection("127.0.0.1", self.port, context=self._ssl_context(), timeout=10)
+
+    def _wait_ready(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                return False
+            try:
+                conn = self._conn()
+                conn.request("GET", "/v2/", headers={"Host": self.host})
+                status = conn.getresponse().status
+                conn.close()
+                if status == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.02)
+        return False
+
+    def _request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None):
+        conn = self._conn()
+        conn.request(method, path, body=body, headers={"Host": self.host, **(headers or {})})
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        return resp, data
+
+    def _push_blob(self, blob: bytes) -> None:
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        resp, data = self._request("POST", f"/v2/{IMAGE_REPO}/blobs/uploads/")
+        if resp.status != 202:
+            raise RuntimeError(f"registry upload start: HTTP {resp.status} {data[:200]!r}")
+        location = resp.getheader("Location") or ""
+        path = location.split(self.host, 1)[-1] if "://" in location else location
+        sep = "&" if "?" in path else "?"
+        resp, data = self._request(
+            "PUT",
+            f"{path}{sep}digest={digest}",
+            blob,
+            {"Content-Type": "application/octet-stream", "Content-Length": str(len(blob))},
+        )
+        if resp.status != 201:
+            raise RuntimeError(f"registry blob upload: HTTP {resp.status} {data[:200]!r}")
+
+    def push(self) -> None:
+        layer, config, manifest = build_image()
+        self._push_blob(layer)
+        self._push_blob(config)
+        resp, data = self._request(
+            "PUT",
+            f"/v2/{IMAGE_REPO}/manifests/{IMAGE_TAG}",
+            manifest,
+            {"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"},
+        )
+        if resp.status != 201:
+            raise RuntimeError(f"registry manifest upload: HTTP {resp.status} {data[:200]!r}")
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+    def stop(self) -> None:
+        self._kill()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Registry:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Stand-ins (tiny shell scripts on PATH inside the lab)
+# --------------------------------------------------------------------------------------------
+SYSTEMCTL = r"""#!/bin/sh
+# Node lab stand-in for systemctl: only the containerd unit, only what the node script uses.
+# The lab's containerd runs from /etc/containerd/config.toml inside the lab's mount namespace.
+PIDFILE='@PIDFILE@'
+LOG='@LOG@'
+pid() {
+  p=$(cat "$PIDFILE" 2>/dev/null)
+  if [ -n "$p" ] && [ -r "/proc/$p/stat" ] && ! grep -q ') Z ' "/proc/$p/stat"; then echo "$p"; else echo 0; fi
+}
+start() {
+  [ "$(pid)" != 0 ] && return 0
+  env -i PATH='@SYSTEM_PATH@' containerd --config /etc/containerd/config.toml \
+    </dev/null >>"$LOG" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
+  echo $! >"$PIDFILE"
+}
+stop() {
+  p=$(pid)
+  [ "$p" = 0 ] && return 0
+  kill -TERM "$p"
+  i=0
+  while [ "$(pid)" != 0 ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i + 1)); done
+  [ "$(pid)" = 0 ] || kill -KILL "$p"
+}
+unit=""
+for a in "$@"; do case "$a" in containerd|containerd.service) unit=containerd ;; esac; done
+[ "$unit" = containerd ] || { echo "systemctl stand-in: only the containerd unit exists here" >&2; exit 5; }
+case "$1" in
+  show) echo "$(pid)" ;;  # show --property MainPID --value containerd
+  is-active) if [ "$(pid)" != 0 ]; then echo active; else echo inactive; exit 3; fi ;;
+  start) start ;;
+  stop) stop ;;
+  restart) stop; start ;;
+  *) echo "systemctl stand-in: unsupported verb $1" >&2; exit 1 ;;
+esac
+"""
+
+CRICTL = r"""#!/bin/sh
+# Node lab stand-in for crictl (info, version, pull) through the lab's small Python CRI client.
+# Like crictl, it reads runtime-endpoint from /etc/crictl.yaml.
+exec env -i PATH='@SYSTEM_PATH@' NODELAB_CRI_GENERATED='@GENERATED@' PYTHONPATH='@GENERATED@' \
+  '@PYTHON@' '@CLIENT@' "$@"
+"""
+
+UPDATE_CA_TRUST = r"""#!/bin/sh
+# Node lab stand-in for Amazon Linux's update-ca-trust (p11-kit): rebuilds the extracted PEM
+# bundle from the distribution roots plus /etc/pki/ca-trust/source/anchors, replaces it
+# atomically like p11-kit does, and keeps the /etc/pki/tls/certs/ca-bundle.crt link that Go
+# (and OpenSSL on AL) read.
+set -eu
+case "${1:-extract}" in extract) ;; *) echo "update-ca-trust stand-in: only 'extract'" >&2; exit 2 ;; esac
+out=/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem
+mkdir -p /etc/pki/ca-trust/extracted/pem /etc/pki/tls/certs
+tmp=$(mktemp "$out.XXXXXX")
+for f in /usr/share/ca-certificates/mozilla/*.crt /etc/pki/ca-trust/source/anchors/*; do
+  [ -f "$f" ] || continue
+  printf '# %s\n' "${f##*/}" >>"$tmp"
+  sed -e '$a\' "$f" >>"$tmp"
+done
+chmod 0444 "$tmp"
+mv -f "$tmp" "$out"
+ln -sfn "$out" /etc/pki/tls/certs/ca-bundle.crt
+"""
+
+
+class ScriptRun(NamedTuple):
+    exit_code: int
+    result: dict | None  # the JSON line from stdout, parsed; None if stdout held no JSON line
+    stderr: str
+
+
+# --------------------------------------------------------------------------------------------
+# NodeLab
+# --------------------------------------------------------------------------------------------
+class NodeLab:
+    """One node: a mount namespace with its own trust store, /etc/hosts, /etc/containerd and a
+    running containerd. Give it a shared `Registry` or let it start (and stop) its own."""
+
+    def __init__(
+        self, os_family: str = "debian", registry: Registry | None = None, template: Path | None = None
+    ) -> None:
+        if os_family not in OS_FAMILIES:
+            raise ValueError(f"os_family must be one of {OS_FAMILIES}")
+        self.os_family = os_family
+        self._registry = registry
+        self._own_registry = registry is None
+        self.template = template or (ROOT / "template.yaml")
+        self.dir: Path | None = None
+        self.holder: subprocess.Popen[bytes] | None = None
+        self._cri = None
+        self.last_script_seconds = 0.0
+
+    # ---- properties --------------------------------------------------------------------------
+    @property
+    def registry(self) -> Registry:
+        assert self._registry is not None, "lab not started"
+        return self._registry
+
+    @property
+    def registry_host(self) -> str:
+        return self.registry.host
+
+    @property
+    def image(self) -> str:
+        return self.registry.image
+
+    @property
+    def pki(self) -> Pki:
+        assert self.registry.pki is not None
+        return self.registry.pki
+
+    @property
+    def ca_pem(self) -> str:
+        return self.pki.ca_pem
+
+    @property
+    def ca_b64(self) -> str:
+        return b64(self.pki.ca_pem)
+
+    @property
+    def is_al(self) -> bool:
+        return self.os_family.startswith("al")
+
+    @property
+    def anchor_dir(self) -> str:
+        return "/etc/pki/ca-trust/source/anchors" if self.is_al else "/usr/local/share/ca-certificates"
+
+    @property
+    def trust_bundle_path(self) -> str:
+        if self.is_al:
+            return "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem"
+        return "/etc/ssl/certs/ca-certificates.crt"
+
+    @property
+    def socket_path(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "containerd" / "containerd.sock"
+
+    @property
+    def bin_dir(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "bin"
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> NodeLab:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> NodeLab:
+        ok, why = lab_available()
+        if not ok:
+            raise RuntimeError(f"node lab unavailable: {why}")
+        try:
+            if self._registry is None:
+                self._registry = Registry().start()
+            self.dir = Path(tempfile.mkdtemp(prefix="nodelab-"))
+            self._prepare_files()
+            self._start_namespace()
+            self.start_containerd()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop everything this lab started, by PID, and remove its directory."""
+        if self._cri is not None:
+            self._cri.close()
+            self._cri = None
+        if self.dir is not None:
+            pid = self._read_pid()
+            if pid:
+                stop_pid(pid)
+        if self.holder is not None:
+            if self.holder.poll() is None:
+                self.holder.kill()
+            self.holder.wait(timeout=10)
+            self.holder = None
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+        if self._own_registry and self._registry is not None:
+            self._registry.stop()
+            self._registry = None
+
+    def _prepare_files(self) -> None:
+        from tests.nodelab.cri import client as cri_client  # noqa: PLC0415
+
+        d = self.dir
+        assert d is not None
+        for sub in ("etc-upper", "etc-work", "lsc-upper", "lsc-work", "bin", "cni/bin", "cni/conf", "opt"):
+            (d / sub).mkdir(parents=True)
+        (d / "containerd").mkdir(mode=0o711)
+        up = d / "etc-upper"
+        (up / "hosts").write_text(
+            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.0.1\t{REGISTRY_NAME}\n"
+        )
+        (up / "containerd" / "certs.d").mkdir(parents=True)
+        (up / "containerd" / "config.toml").write_text(self._containerd_config())
+        (up / "crictl.yaml").write_text(f"runtime-endpoint: unix://{self.socket_path}\ntimeout: 10\n")
+        if self.os_family in OS_RELEASE:
+            (up / "os-release").write_text(OS_RELEASE[self.os_family])
+        if self.is_al:
+            # As on AL2/AL2023: /etc/ssl/certs -> ../pki/tls/certs, no ca-certificates.crt.
+            (up / "ssl").mkdir()
+            (up / "ssl" / "certs").symlink_to("../pki/tls/certs")
+            (up / "pki" / "ca-trust" / "source" / "anchors").mkdir(parents=True)
+            (up / "pki" / "ca-trust" / "extracted" / "pem").mkdir(parents=True)
+            (up / "pki" / "tls" / "certs").mkdir(parents=True)
+        subst = {
+            "@PIDFILE@": str(d / "containerd.pid"),
+            "@LOG@": str(d / "containerd.log"),
+            "@SYSTEM_PATH@": SYSTEM_PATH,
+            "@GENERATED@": str(cri_client.generated_dir()),
+            "@PYTHON@": sys.executable,
+            "@CLIENT@": str(Path(cri_client.__file__).resolve()),
+        }
+        stand_ins = {"systemctl": SYSTEMCTL, "crictl": CRICTL}
+        if self.is_al:
+            stand_ins["update-ca-trust"] = UPDATE_CA_TRUST
+        for name, text in stand_ins.items():
+            for key, value in subst.items():
+                text = text.replace(key, value)
+            path = self.bin_dir / name
+            path.write_text(text)
+            path.chmod(0o755)
+
+    def _containerd_config(self) -> str:
+        d = self.dir
+        assert d is not None
+        cri = 'plugins."io.containerd.grpc.v1.cri"'
+        return (
+            "version = 2\n"
+            f'root = "{d}/containerd/root"\n'
+            f'state = "{d}/containerd/state"\n'
+            'disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",'
+            ' "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]\n'
+            f'[grpc]\n  address = "{self.socket_path}"\n'
+            f'[ttrpc]\n  address = "{d}/containerd/ttrpc.sock"\n'
+            '[metrics]\n  address = ""\n'
+            f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n'
+            f"[{cri}]\n"
+            '  stream_server_address = "127.0.0.1"\n  stream_server_port = "0"\n'
+            f"[{cri}.containerd]\n"
+            f'  snapshotter = "{self._snapshotter()}"\n'
+            f"[{cri}.cni]\n"
+            f'  bin_dir = "{d}/cni/bin"\n  conf_dir = "{d}/cni/conf"\n'
+            f"[{cri}.registry]\n"
+            '  config_path = "/etc/containerd/certs.d"\n'
+        )
+
+    @staticmethod
+    def _snapshotter() -> str:
+        return os.environ.get("NODELAB_SNAPSHOTTER", "overlayfs")
+
+    def _start_namespace(self) -> None:
+        d = self.dir
+        assert d is not None
+        self.holder = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sleep", "infinity"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=clean_env(),
+        )
+        mine = os.readlink("/proc/self/ns/mnt")
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{self.holder.pid}/ns/mnt") != mine and Path(
+                    f"/proc/{self.holder.pid}/comm"
+                ).read_text().strip() == "sleep":
+                    break
+            if self.holder.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("unshare -m holder did not start")
+            time.sleep(0.005)
+        setup = (
+            "set -e\n"
+            'mount -t overlay nodelab-etc -o "lowerdir=/etc,upperdir=$1/etc-upper,workdir=$1/etc-work" /etc\n'
+            "mount -t overlay nodelab-lsc -o "
+            '"lowerdir=/usr/local/share/ca-certificates,upperdir=$1/lsc-upper,workdir=$1/lsc-work" '
+            "/usr/local/share/ca-certificates\n"
+            # The machine's update-ca-certificates hooks (a Java keystore) are slow and irrelevant.
+            "rm -f /etc/ca-certificates/update.d/*\n"
+        )
+        if self.is_al:
+            setup += "update-ca-trust extract\n"
+        result = self.sh(setup, str(d), check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"namespace setup failed: {result.stderr.strip()}")
+
+    # ---- running things inside the namespace -------------------------------------------------
+    def _ns_cmd(self, argv: list[str]) -> list[str]:
+        assert self.holder is not None, "lab not started"
+        return ["nsenter", "-t", str(self.holder.pid), "-m", "--", *argv]
+
+    def _path(self) -> str:
+        return f"{self.bin_dir}:{SYSTEM_PATH}"
+
+    def sh(
+        self, script: str, *args: str, check: bool = True, input_data: bytes | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a /bin/sh script inside the namespace (lab stand-ins first on PATH)."""
+        result = subprocess.run(
+            self._ns_cmd(["sh", "-c", script, "nodelab", *args]),
+            input=input_data.decode() if input_data is not None else None,
+            capture_output=True,
+            text=True,
+            env=clean_env(PATH=self._path()),
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"lab command failed ({result.returncode}): {script!r}: {result.stderr.strip()}")
+        return result
+
+    def read_file(self, path: str) -> bytes | None:
+        """A file's bytes as seen inside the namespace, None when missing."""
+        result = subprocess.run(
+            self._ns_cmd(["sh", "-c", 'test -f "$1" && exec cat -- "$1"', "nodelab", path]),
+            capture_output=True,
+            env=clean_env(),
+            timeout=30,
+            check=False,
+        )
+        return result.stdout if result.returncode == 0 else None
+
+    def write_file(self, path: str, data: str) -> None:
+        self.sh('mkdir -p "$(dirname "$1")" && cat >"$1"', path, input_data=data.encode())
+
+    def snapshot(self) -> str:
+        """Paths, types, mtimes, sizes and hashes under the trust store and /etc/containerd,
+        as seen inside the namespace: equal snapshots = nothing changed there."""
+        dirs = [self.anchor_dir, "/etc/containerd", "/etc/ssl/certs"]
+        if self.is_al:
+            dirs += ["/etc/pki"]
+        out = self.sh(
+            'for d in "$@"; do find "$d" -printf "%p %y %T@ %s %l\\n"; '
+            'find -L "$d" -type f -exec sha256sum {} + 2>/dev/null; done | sort',
+            *dirs,
+        )
+        return out.stdout
+
+    # ---- containerd --------------------------------------------------------------------------
+    def _read_pid(self) -> int | None:
+        assert self.dir is not None
+        try:
+            pid = int((self.dir / "containerd.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def containerd_pid(self) -> int | None:
+        """The running containerd's PID (None if it is not running)."""
+        return self._read_pid()
+
+    def containerd_log(self) -> str:
+        assert self.dir is not None
+        try:
+            return (self.dir / "containerd.log").read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def _wait_cri(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.cri_version(timeout=1)[0]:
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"containerd CRI did not answer within {timeout} s: {self.containerd_log()}")
+
+    def start_containerd(self) -> int:
+        self.sh("systemctl start containerd")
+        self._wait_cri()
+        pid = self.containerd_pid()
+        assert pid is not None
+        return pid
+
+    def stop_containerd(self) -> None:
+        self.sh("systemctl stop containerd")
+
+    def restart_containerd(self) -> int:
+        self.sh("systemctl restart containerd")
+        self._wait_cri()
+        pid = self.containerd_pid()
+        assert pid is not None
+        return pid
+
+    def remove_cri_socket(self) -> None:
+        """containerd keeps running, but its CRI socket is gone (clients get ENOENT)."""
+        self.socket_path.unlink()
+
+    def _client(self):
+        from tests.nodelab.cri.client import CriClient  # noqa: PLC0415
+
+        if self._cri is None:
+            self._cri = CriClient(str(self.socket_path))
+        return self._cri
+
+    def cri_version(self, timeout: float = 2.0) -> tuple[bool, str]:
+        return self._client().version(timeout=timeout)
+
+    def cri_pull(self, image: str | None = None, timeout: float = 60.0) -> tuple[bool, str]:
+        """Daemon-side pull through containerd's CRI ImageService (what kubelet does)."""
+        return self._client().pull(image or self.image, timeout=timeout)
+
+    # ---- trust store -------------------------------------------------------------------------
+    def trust_ca_without_restart(self, pem: str | None = None, name: str = "userdata-private-ca") -> None:
+        """What EKS userdata does: put the CA in the OS trust store and refresh it, while
+        containerd keeps running."""
+        pem = pem or self.ca_pem
+        if self.is_al:
+            self.write_file(f"/etc/pki/ca-trust/source/anchors/{name}.pem", pem)
+            self.sh("update-ca-trust extract")
+        else:
+            self.write_file(f"/usr/local/share/ca-certificates/{name}.crt", pem)
+            self.sh("update-ca-certificates >/dev/null")
+
+    # ---- the node script ---------------------------------------------------------------------
+    def script_text(self) -> str:
+        from ssm_document import extract_script  # noqa: PLC0415 - tools/ is on the path
+
+        return extract_script(self.template.read_text())
+
+    def run_script(self, env: dict[str, str], timeout: float = 240, script: str | None = None) -> ScriptRun:
+        """Run the node script (as embedded in template.yaml) with `sh`, as SSM does, inside the
+        namespace, with only the given SSM_* variables plus PATH/HOME/LANG."""
+        assert self.dir is not None
+        path = self.dir / "_script.sh"
+        path.write_text(script if script is not None else self.script_text())
+        started = time.monotonic()
+        proc = subprocess.run(
+            self._ns_cmd(["sh", str(path)]),
+            capture_output=True,
+            text=True,
+            env=clean_env(PATH=self._path(), **env),
+            timeout=timeout,
+            check=False,
+        )
+        self.last_script_seconds = time.monotonic() - started
+        lines = [line for line in proc.stdout.splitlines() if line.strip()]
+        result = None
+        if lines:
+            with contextlib.suppress(json.JSONDecodeError):
+                result = json.loads(lines[-1])
+        return ScriptRun(proc.returncode, result, proc.stderr)
+
+    def script_env(self, **overrides: str) -> dict[str, str]:
+        """SSM_* variables for a normal run against this lab's registry (override any)."""
+        env = {
+            "SSM_CaBundle": self.ca_b64,
+            "SSM_Strategy": "auto",
+            "SSM_RegistryHosts": self.registry_host,
+            "SSM_CanaryImage": self.image,
+            "SSM_DryRun": "false",
+        }
+        env.update(overrides)
+        return env
