@@ -115,7 +115,8 @@ class World:
 
     @classmethod
     @contextmanager
-    def create(cls, **env: str) -> Iterator[World]:
+    def create(cls, ca_pem: str | None = None, **env: str) -> Iterator[World]:
+        """A fresh moto account; `ca_pem` is the bundle stored in the SSM parameter (default: a new CA)."""
         with mock_aws():
             parameters.clear_caches()
             parameters.base.DEFAULT_PROVIDERS.clear()
@@ -124,7 +125,7 @@ class World:
             dynamodb = boto3.resource("dynamodb", region_name=REGION)
             table = dynamodb.create_table(TableName=TABLE, **table_definition())
             ssm_parameters = boto3.client("ssm", region_name=REGION)
-            ca_pem, _ = make_cert("Example Corp Private Root CA")
+            ca_pem = ca_pem or make_cert("Example Corp Private Root CA")[0]
             ssm_parameters.put_parameter(Name=BUNDLE_PARAMETER, Value=ca_pem, Type="SecureString")
             settings = Settings.from_env(
                 {

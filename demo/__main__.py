@@ -1,0 +1,190 @@
+"""The local main job: the product end to end on one machine.
+
+AWS is moto plus the fake Run Command (tests/fakes); the node is the node lab - a real containerd
+and a real TLS registry signed by a private CA, running our SSM document's own script - where the
+machine allows it (root, unshare, the Debian packages), otherwise a clearly announced fake node.
+Handlers are the real ones. Exits non-zero if any step did not happen.
+
+Run: make demo   (or: python -m demo [--fake-node])
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "EksCaRemediatorDemo")
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "eks-ca-remediator")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+STARTED = time.monotonic()
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+def say(kind: str, text: str) -> None:
+    print(f"[{time.monotonic() - STARTED:5.1f}s] {kind:<10} {text}", flush=True)
+
+
+def check(ok: bool, what: str) -> None:
+    if not ok:
+        raise StepFailed(what)
+    say("ok", what)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Handlers print EMF metrics and JSON logs to stdout; the demo shows its own timeline."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def run_handler(handler: Callable[..., Any], event: Any) -> Any:
+    from tests.fakes.world import LambdaContext
+
+    with quiet():
+        return handler(event, LambdaContext())
+
+
+class FakeNode:
+    """Stands in for a node where the lab cannot run: answers like the script would."""
+
+    name = "fake node (announced: the node lab is not available here)"
+
+    def __init__(self) -> None:
+        self.restarted = False
+
+    def before(self) -> tuple[bool, str]:
+        return False, "x509: certificate signed by unknown authority (simulated)"
+
+    def userdata_trusts_ca(self) -> None:
+        return None
+
+    def run(self, params: dict[str, list[str]]) -> tuple[int, str, str]:
+        from tests.fakes.world import node_output
+
+        dry = params["DryRun"][0] == "true"
+        return 0, node_output("dry-run" if dry else "success", restarted=not dry), "fake node: nothing executed\n"
+
+    def after(self) -> tuple[bool, str]:
+        return True, "sha256:simulated"
+
+
+class LabNode:
+    """The node lab: real containerd, real registry, the document's own script."""
+
+    def __init__(self, lab: Any) -> None:
+        self.lab = lab
+        self.name = f"node lab (real containerd + TLS registry {lab.registry_host}, os={lab.os_family})"
+
+    def before(self) -> tuple[bool, str]:
+        return self.lab.cri_pull()
+
+    def userdata_trusts_ca(self) -> None:
+        self.lab.trust_ca_without_restart()
+
+    def run(self, params: dict[str, list[str]]) -> tuple[int, str, str]:
+        run = self.lab.run_script({f"SSM_{name}": values[0] for name, values in params.items()})
+        stdout = json.dumps(run.result) + "\n" if run.result is not None else ""
+        return run.exit_code, stdout, run.stderr
+
+    def after(self) -> tuple[bool, str]:
+        return self.lab.cri_pull()
+
+
+def launch_story(world: Any, node: Any) -> str:
+    from on_launch import handler as on_launch
+
+    from tests.fakes.world import node_output  # noqa: F401 - keeps the fake node importable
+
+    check(node.before()[0] is False, f"before: CRI pull fails -> {node.before()[1][-90:]}")
+    node.userdata_trusts_ca()
+    ok, message = node.before()
+    check(ok is False, f"userdata added the CA to the trust store; containerd still running: pull STILL fails ({message[-60:]})")
+
+    [instance] = world.add_nodes(cluster="prod-a", agent_online_after=35)
+    say("launch", f"EC2 {instance} running (cluster prod-a); its SSM agent comes Online at t=35s")
+    result = run_handler(on_launch, world.launch_event(instance))
+    check(result["records"][0]["status"] == "PENDING_AGENT", "OnLaunch: agent not Online yet -> record PENDING_AGENT, re-check queued")
+    t0 = world.clock()
+    while not world.ssm.commands and world.clock() - t0 < 120:
+        world.clock.advance(1)
+        with quiet():
+            world.run_agent_wait()
+    check(len(world.ssm.commands) == 1, f"AgentWait: agent Online -> SendCommand at t={world.clock() - t0:.0f}s (1 command)")
+    command = world.ssm.commands[0]
+    say("command", f"{command['CommandId']} Strategy={command['Parameters']['Strategy'][0]} "
+        f"RegistryHosts={command['Parameters']['RegistryHosts'][0]}")
+    code, stdout, stderr = node.run(command["Parameters"])
+    for line in stderr.strip().splitlines()[-8:]:
+        say("node", line[:140])
+    summary = json.loads(stdout) if stdout else {}
+    say("node", f"result={summary.get('result')} restarted={summary.get('restarted')} "
+        f"verification={summary.get('verification')} canary={summary.get('canary')}")
+    from on_command_status import handler as on_status
+
+    event = world.ssm.finish(command["CommandId"], instance, "Success" if code == 0 else "Failed", stdout, stderr)
+    status = run_handler(on_status, event)
+    check(status["record"]["status"] == "SUCCEEDED", f"OnCommandStatus: record {status['record']['status']}")
+    ok, message = node.after()
+    check(ok, f"after: CRI pull OK ({message[:60]})")
+    return instance
+
+
+def print_records(world: Any) -> None:
+    rows = sorted(world.all_attempts(), key=lambda r: r["created_at"])
+    print("\nremediation records (DynamoDB):")
+    print(f"  {'instance':<21} {'trigger':<13} {'status':<14} {'restarted':<9} {'command':<10} reason")
+    for r in rows:
+        print(
+            f"  {r['instance_id']:<21} {r['trigger']:<13} {r['status']:<14} {str(r.get('restarted', '-')):<9} "
+            f"{(r.get('command_id') or '-')[:8]:<10} {(r.get('reason') or '')[:50]}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="eks-ca-remediator, end to end on this machine")
+    parser.add_argument("--fake-node", action="store_true", help="do not use the node lab even where it can run")
+    args = parser.parse_args(argv)
+
+    from tests.fakes.world import World
+    from tests.nodelab.lab import NodeLab, lab_available
+
+    available, why = (False, "--fake-node given") if args.fake_node else lab_available()
+    with contextlib.ExitStack() as stack:
+        if available:
+            lab = stack.enter_context(NodeLab(os_family="debian"))
+            node: Any = LabNode(lab)
+            world = stack.enter_context(
+                World.create(ca_pem=lab.ca_pem, REGISTRY_HOSTS=lab.registry_host, CANARY_IMAGE=lab.image)
+            )
+        else:
+            node = FakeNode()
+            say("note", f"node lab unavailable: {why}")
+            world = stack.enter_context(World.create())
+        say("start", f"AWS: moto + fake Run Command; node: {node.name}")
+        try:
+            launch_story(world, node)
+        except StepFailed as exc:
+            say("FAILED", str(exc))
+            print_records(world)
+            return 1
+        print_records(world)
+    say("done", "every step happened")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
