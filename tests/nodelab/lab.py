@@ -20,6 +20,9 @@ What it builds (all under one temporary directory, all stopped by PID in `stop()
   /etc/pki/tls/certs as on AL, so Go finds no /etc/ssl/certs/ca-certificates.crt and falls
   through to /etc/pki/tls/certs/ca-bundle.crt -> the extracted tls-ca-bundle.pem.
   containerd runs inside the namespace with a clean environment (`env -i`, no SSL_CERT_*).
+  After every start the lab makes one CRI pull, as kubelet does early on a node: Go loads the
+  system CA pool at the first TLS verification of the process (not at process start) and keeps
+  it, so that first pull is what makes a later trust-store change invisible to containerd.
   Stand-ins on PATH inside the lab: `systemctl` (show MainPID / start / stop / restart /
   is-active for containerd only), `crictl` (info / version / pull through the lab's Python CRI
   client) and, for AL, `update-ca-trust` (rebuilds the extracted bundle and the ca-bundle.crt
@@ -871,9 +874,18 @@ class NodeLab:
             time.sleep(0.02)
         raise RuntimeError(f"containerd CRI did not answer within {timeout} s: {self.containerd_log()}")
 
-    def start_containerd(self) -> int:
+    def _prime(self) -> None:
+        """One CRI pull right after containerd starts, like kubelet's early pulls (pause image).
+        Go loads the system CA pool lazily, at the first TLS verification in the process, and
+        caches it from then on: without this first pull a CA trusted a moment later would still
+        be picked up and the bug would not show."""
+        self.cri_pull()
+
+    def start_containerd(self, prime: bool = True) -> int:
         self.sh("systemctl start containerd")
         self._wait_cri()
+        if prime:
+            self._prime()
         pid = self.containerd_pid()
         assert pid is not None
         return pid
@@ -881,9 +893,11 @@ class NodeLab:
     def stop_containerd(self) -> None:
         self.sh("systemctl stop containerd")
 
-    def restart_containerd(self) -> int:
+    def restart_containerd(self, prime: bool = True) -> int:
         self.sh("systemctl restart containerd")
         self._wait_cri()
+        if prime:
+            self._prime()
         pid = self.containerd_pid()
         assert pid is not None
         return pid
