@@ -100,8 +100,7 @@ REQUIRED_TOOLS = (
 
 OS_RELEASE = {
     "ubuntu": (
-        'NAME="Ubuntu"\nVERSION_ID="22.04"\nID=ubuntu\nID_LIKE=debian\n'
-        'PRETTY_NAME="Ubuntu 22.04.5 LTS (node lab)"\n'
+        'NAME="Ubuntu"\nVERSION_ID="22.04"\nID=ubuntu\nID_LIKE=debian\nPRETTY_NAME="Ubuntu 22.04.5 LTS (node lab)"\n'
     ),
     "al2": (
         'NAME="Amazon Linux"\nVERSION="2"\nID="amzn"\nID_LIKE="centos rhel fedora"\n'
@@ -259,16 +258,12 @@ def make_pki(hostname: str = REGISTRY_NAME) -> Pki:
             .not_valid_after(now + dt.timedelta(days=30))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName(cn), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
+                x509.SubjectAlternativeName([x509.DNSName(cn), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
                 critical=False,
             )
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(k.public_key()), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
             .sign(issuer_key, hashes.SHA256())
         )
 
@@ -416,8 +411,7 @@ class Registry:
 
     def _ssl_context(self) -> ssl.SSLContext:
         assert self.pki is not None
-        ctx = ssl.create_default_context(cadata=self.pki.ca_pem)
-        return ctx
+        return ssl.create_default_context(cadata=self.pki.ca_pem)
 
     def _conn(self) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection("127.0.0.1", self.port, context=self._ssl_context(), timeout=10)
@@ -697,9 +691,7 @@ class NodeLab:
             (d / sub).mkdir(parents=True)
         (d / "containerd").mkdir(mode=0o711)
         up = d / "etc-upper"
-        (up / "hosts").write_text(
-            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.0.1\t{REGISTRY_NAME}\n"
-        )
+        (up / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.0.1\t{REGISTRY_NAME}\n")
         (up / "containerd" / "certs.d").mkdir(parents=True)
         (up / "containerd" / "config.toml").write_text(self._containerd_config())
         (up / "crictl.yaml").write_text(f"runtime-endpoint: unix://{self.socket_path}\ntimeout: 10\n")
@@ -772,9 +764,10 @@ class NodeLab:
         deadline = time.monotonic() + 10
         while True:
             with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{self.holder.pid}/ns/mnt") != mine and Path(
-                    f"/proc/{self.holder.pid}/comm"
-                ).read_text().strip() == "sleep":
+                if (
+                    os.readlink(f"/proc/{self.holder.pid}/ns/mnt") != mine
+                    and Path(f"/proc/{self.holder.pid}/comm").read_text().strip() == "sleep"
+                ):
                     break
             if self.holder.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("unshare -m holder did not start")

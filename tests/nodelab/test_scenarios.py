@@ -146,9 +146,7 @@ def test_hosts_toml_fixes_pulls_without_restart_and_leaves_other_files_alone(lab
     pid = lab.containerd_pid()
     assert_pull_fails_x509(lab, "before the remediation")
 
-    r = assert_success(
-        lab.run_script(lab.script_env(SSM_Strategy="hosts-toml", SSM_RegistryHosts=lab.registry_host))
-    )
+    r = assert_success(lab.run_script(lab.script_env(SSM_Strategy="hosts-toml", SSM_RegistryHosts=lab.registry_host)))
     assert r["strategy_used"] == "hosts-toml"
     assert r["restarted"] is False
     assert r["containerd_before"]["pid"] == r["containerd_after"]["pid"] == pid == lab.containerd_pid()
@@ -248,9 +246,11 @@ def _public_key_pem(key_pem: str) -> str:
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
 
     key = serialization.load_pem_private_key(key_pem.encode(), password=None)
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 BAD_BUNDLES = {
@@ -302,7 +302,8 @@ def test_hostile_values_in_every_parameter_are_rejected_and_never_executed(lab):
             for value in (valid[key] + payload, payload + valid[key]):
                 run = lab.run_script({**valid, key: value})
                 assert run.exit_code == 2, f"{key}={value!r}\n{explain(run)}"
-                assert run.result is not None and run.result["result"] == "failure", explain(run)
+                assert run.result is not None, explain(run)
+                assert run.result["result"] == "failure", explain(run)
                 assert run.result["reason"].startswith(f"rejected parameter: {key}"), (
                     f"{key}={value!r}: {run.result['reason']}"
                 )

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             if ok:
                 print(f"Image is up to date for {msg}")
                 return 0
-            print(f'FATA pulling image: {msg}', file=sys.stderr)
+            print(f"FATA pulling image: {msg}", file=sys.stderr)
             return 1
         if args.command == "version":
             ok, msg = client.version(timeout=min(args.timeout, 10.0))
