@@ -50,6 +50,7 @@ def test_missing_configuration_names_what_is_missing():
 
 def test_plan_document_parameters_use_the_documents_names():
     plan = Plan(
+        cluster="prod-a",
         trigger=Trigger.MANUAL,
         strategy=Strategy.HOSTS_TOML,
         dry_run=True,

@@ -169,6 +169,7 @@ class Plan(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    cluster: ClusterName  # the bundle is the cluster's own: a plan is sent to that cluster's nodes only
     trigger: Trigger
     strategy: Strategy
     dry_run: bool
@@ -176,6 +177,7 @@ class Plan(BaseModel):
     canary_image: str
     bundle_b64: str
     fingerprint: str
+    ca_warnings: tuple[str, ...] = ()  # CAs of the bundle that expire soon (recorded on the attempt)
     reason: str = ""
 
     def document_parameters(self) -> dict[str, list[str]]:

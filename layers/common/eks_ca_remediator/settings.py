@@ -8,10 +8,11 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from eks_ca_remediator.errors import ConfigurationError
 from eks_ca_remediator.models import CLUSTER_NAME_RE, REGISTRY_HOST_RE, Strategy
+from eks_ca_remediator.sources import BundleSource, normalize_inline_pem, parse_source_map
 
 IMAGE_RE = re.compile(
     r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)+"
@@ -33,7 +34,15 @@ class Settings(BaseModel):
     records_table: Annotated[str, Field(min_length=3, alias="RECORDS_TABLE")]
     document_name: Annotated[str, Field(min_length=3, alias="DOCUMENT_NAME")]
     enrolled_clusters: Annotated[tuple[str, ...], Field(min_length=1, alias="ENROLLED_CLUSTERS")]
-    ca_bundle_parameter: Annotated[str, Field(min_length=1, alias="CA_BUNDLE_PARAMETER")]
+    # The default CA bundle source when CA_BUNDLE_SOURCES has no "*" entry (sources.py).
+    ca_bundle_parameter: Annotated[str, Field(default="", alias="CA_BUNDLE_PARAMETER")]
+    ca_bundle_sources: Annotated[str, Field(default="", alias="CA_BUNDLE_SOURCES")]
+    ca_bundle_inline: Annotated[str, Field(default="", alias="CA_BUNDLE_INLINE")]
+    ca_expiry_warning_days: Annotated[int, Field(default=30, ge=0, le=3650, alias="CA_EXPIRY_WARNING_DAYS")]
+    sweep_queue_url: Annotated[str, Field(default="", alias="SWEEP_QUEUE_URL")]
+    sweep_max_in_flight: Annotated[int, Field(default=500, ge=1, le=100000, alias="SWEEP_MAX_IN_FLIGHT")]
+    sweep_recheck_seconds: Annotated[int, Field(default=300, ge=1, le=900, alias="SWEEP_RECHECK_SECONDS")]
+    _bundle_sources: dict[str, tuple[BundleSource, ...]] = PrivateAttr(default_factory=dict)
     agent_wait_queue_url: Annotated[str, Field(default="", alias="AGENT_WAIT_QUEUE_URL")]
     default_strategy: Annotated[Strategy, Field(default=Strategy.AUTO, alias="DEFAULT_STRATEGY")]
     registry_hosts: Annotated[tuple[str, ...], Field(default=(), alias="REGISTRY_HOSTS")]
@@ -72,6 +81,28 @@ class Settings(BaseModel):
         if value and not IMAGE_RE.fullmatch(value):
             raise ValueError(f"not an image reference: {value!r}")
         return value
+
+    @field_validator("ca_bundle_inline")
+    @classmethod
+    def _inline(cls, value: str) -> str:
+        return normalize_inline_pem(value)
+
+    @model_validator(mode="after")
+    def _sources(self) -> Settings:
+        try:
+            self._bundle_sources = parse_source_map(
+                self.ca_bundle_sources, self.enrolled_clusters, self.ca_bundle_parameter, self.ca_bundle_inline
+            )
+        except ValueError as exc:
+            raise ValueError(f"CA_BUNDLE_SOURCES: {exc}") from exc
+        return self
+
+    def sources_for(self, cluster: str) -> tuple[BundleSource, ...]:
+        """The CA bundle sources of an enrolled cluster (merged into one bundle)."""
+        try:
+            return self._bundle_sources[cluster]
+        except KeyError:
+            raise ConfigurationError(f"cluster {cluster!r} is not enrolled: it has no CA bundle sources") from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

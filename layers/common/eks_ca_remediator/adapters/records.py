@@ -117,6 +117,24 @@ class RecordStore:
         )["Items"]
         return _from_dynamo(items[0]) if items else None
 
+    def history(self, instance_id: str) -> list[dict[str, Any]]:
+        """Every attempt of an instance, newest first, with only what a sweep decides on."""
+        return self._query_all(
+            KeyConditionExpression=Key("pk").eq(instance_id) & Key("sk").begins_with(ATTEMPT_PREFIX),
+            ProjectionExpression="sk, #s, fingerprint, #t, trigger_key, updated_at",
+            ExpressionAttributeNames={"#s": "status", "#t": "trigger"},
+            ScanIndexForward=False,
+        )
+
+    def _query_all(self, **kwargs: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._table.query(**kwargs)
+            items += [_from_dynamo(i) for i in page["Items"]]
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def find_by_command(self, instance_id: str, command_id: str) -> dict[str, Any] | None:
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": Key("pk").eq(instance_id) & Key("sk").begins_with(ATTEMPT_PREFIX),
@@ -133,17 +151,10 @@ class RecordStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def cluster_attempts(self, cluster: str, since: str, until: str) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {
-            "IndexName": CLUSTER_INDEX,
-            "KeyConditionExpression": Key("cluster").eq(cluster) & Key("created_at").between(since, until),
-        }
-        items: list[dict[str, Any]] = []
-        while True:
-            page = self._table.query(**kwargs)
-            items += [_from_dynamo(i) for i in page["Items"]]
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return self._query_all(
+            IndexName=CLUSTER_INDEX,
+            KeyConditionExpression=Key("cluster").eq(cluster) & Key("created_at").between(since, until),
+        )
 
     # ------------------------------------------------------------ in-flight claim
 

@@ -32,7 +32,7 @@ def on_launch(event: InstanceStateChange, remediator: Remediator) -> dict[str, A
             "reason": "not a node of an enrolled cluster",
             "instance_id": instance_id,
         }
-    plan = build_plan(remediator.settings, Trigger.LAUNCH, remediator.clock())
+    plan = build_plan(remediator.settings, Trigger.LAUNCH, remediator.clock(), cluster=cluster)
     records = remediator.start(
         [Target(instance_id=instance_id, cluster=cluster)],
         plan,

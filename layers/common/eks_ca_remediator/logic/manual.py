@@ -45,6 +45,7 @@ def remediate(request: ManualRequest, request_id: str, remediator: Remediator) -
         remediator.settings,
         Trigger.MANUAL,
         now,
+        cluster=targets[0].cluster,  # every target is a node of the one cluster asked for
         strategy=request.strategy,
         dry_run=request.dry_run,
         reason=request.reason or "manual invoke",

@@ -5,16 +5,36 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from eks_ca_remediator.adapters.bundle_source import fetch_parameter_pem
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from eks_ca_remediator.adapters.ca_sources import read_source
 from eks_ca_remediator.bundle import CaBundle, canonical_bundle
 from eks_ca_remediator.models import Plan, Strategy, Trigger
 from eks_ca_remediator.settings import Settings
 
+logger = Logger(child=True)
 
-def current_bundle(settings: Settings, now: float) -> CaBundle:
-    """The configured CA bundle, validated and canonical (cached by the source for a short time)."""
-    pem = fetch_parameter_pem(settings.ca_bundle_parameter, settings.bundle_cache_seconds)
-    return canonical_bundle(pem, now=datetime.fromtimestamp(now, UTC))
+
+def current_bundle(settings: Settings, cluster: str, now: float) -> CaBundle:
+    """The cluster's CA bundle: its sources merged, validated and canonical (sources cached briefly)."""
+    texts = [
+        read_source(source, now=now, max_age=settings.bundle_cache_seconds, inline_pem=settings.ca_bundle_inline)
+        for source in settings.sources_for(cluster)
+    ]
+    return canonical_bundle(*texts, now=datetime.fromtimestamp(now, UTC))
+
+
+def expiry_warnings(bundle: CaBundle, cluster: str, now: float, days: int) -> tuple[str, ...]:
+    """Warn (log + metric) about CAs of the bundle that expire within `days`; returns the warnings."""
+    soon = bundle.expiring_within(datetime.fromtimestamp(now, UTC), days)
+    if not soon:
+        return ()
+    warnings = tuple(f"CA {c.subject} ({c.sha256[:16]}) expires {c.not_after:%Y-%m-%d}" for c in soon)
+    logger.warning("CA bundle has certificates expiring soon", cluster=cluster, within_days=days, warnings=warnings)
+    with single_metric(name="CaExpiringSoon", unit=MetricUnit.Count, value=len(soon)) as metric:
+        metric.add_dimension(name="cluster", value=cluster)
+    return warnings
 
 
 def build_plan(
@@ -22,13 +42,15 @@ def build_plan(
     trigger: Trigger,
     now: float,
     *,
+    cluster: str,
     strategy: Strategy | None = None,
     dry_run: bool | None = None,
     registry_hosts: tuple[str, ...] | None = None,
     reason: str = "",
 ) -> Plan:
-    bundle = current_bundle(settings, now)
+    bundle = current_bundle(settings, cluster, now)
     return Plan(
+        cluster=cluster,
         trigger=trigger,
         strategy=strategy or settings.default_strategy,
         # a deployment-level dry run cannot be switched off per request
@@ -37,6 +59,7 @@ def build_plan(
         canary_image=settings.canary_image,
         bundle_b64=bundle.b64,
         fingerprint=bundle.fingerprint,
+        ca_warnings=expiry_warnings(bundle, cluster, now, settings.ca_expiry_warning_days),
         reason=reason,
     )
 
@@ -47,6 +70,7 @@ def plan_for_attempt(settings: Settings, attempt: dict[str, Any], now: float) ->
         settings,
         Trigger(attempt["trigger"]),
         now,
+        cluster=attempt["cluster"],
         strategy=Strategy(attempt["strategy"]),
         dry_run=bool(attempt.get("dry_run")),
         registry_hosts=tuple(attempt.get("registry_hosts") or ()),

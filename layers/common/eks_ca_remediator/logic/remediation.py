@@ -53,6 +53,9 @@ class Remediator:
 
     def start(self, targets: Sequence[Target], plan: Plan, trigger_key: str, created_at: float) -> list[dict[str, Any]]:
         """Create (or find, on redelivery) one attempt per target and move each one forward."""
+        foreign = sorted({t.cluster for t in targets} - {plan.cluster})
+        if foreign:
+            raise ValueError(f"a plan for cluster {plan.cluster} cannot be sent to nodes of {foreign}")
         now = self.clock()
         attempts: list[dict[str, Any]] = []
         fresh: list[dict[str, Any]] = []
@@ -88,6 +91,7 @@ class Remediator:
             "registry_hosts": list(plan.registry_hosts),
             "canary_image": plan.canary_image,
             "fingerprint": plan.fingerprint,
+            "ca_warnings": list(plan.ca_warnings),
             "reason": plan.reason,
             "status": Status.PENDING_AGENT.value,
             "created_at": created,
@@ -148,7 +152,7 @@ class Remediator:
     def _plan_key(attempt: dict[str, Any]) -> str:
         return "|".join(
             str(attempt.get(k))
-            for k in ("trigger", "strategy", "dry_run", "registry_hosts", "canary_image", "fingerprint")
+            for k in ("cluster", "trigger", "strategy", "dry_run", "registry_hosts", "canary_image", "fingerprint")
         )
 
     def _plan_of(self, attempt: dict[str, Any]) -> Plan:

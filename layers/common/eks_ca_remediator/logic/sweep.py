@@ -1,0 +1,116 @@
+"""Sweep: bring every running node of an enrolled cluster to the cluster's current CA bundle.
+
+begin()  a trigger (the schedule, or a change to a bundle source) queues one SweepJob per
+         affected cluster: each cluster's sweep runs in its own invocation.
+run()    one pass of a job: fetch the cluster's bundle, list its running nodes, read each node's
+         attempt history, and remediate the drifted ones through Remediator.start (batches of
+         50) within the cluster's in-flight limit. The same job is queued again when the pass
+         runs short of time (at once) or nodes wait on the in-flight limit or on a command that
+         sends an older bundle (after SWEEP_RECHECK_SECONDS). Each pass recomputes everything
+         from the records, so no node is skipped; attempt keys are per (sweep id, node), so a
+         repeated pass or a redelivered message sends nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from eks_ca_remediator.adapters.queue import DelayQueue
+from eks_ca_remediator.decisions import chunks, enrolled_cluster
+from eks_ca_remediator.logic.plans import build_plan
+from eks_ca_remediator.logic.remediation import Remediator
+from eks_ca_remediator.models import Target, Trigger
+from eks_ca_remediator.sweeps import (
+    NodeState,
+    SweepJob,
+    SweepTrigger,
+    clusters_to_sweep,
+    live_seconds,
+    node_state,
+    plan_sweep,
+)
+
+logger = Logger(child=True)
+
+# Stop reading or sending and queue the rest when less than this much invocation time is left.
+TIME_MARGIN_MS = 60_000
+# Passes of one sweep that wait on in-flight nodes; then the next scheduled sweep takes over.
+MAX_PASSES = 48
+HISTORY_CHECK_EVERY = 100
+
+
+@dataclass
+class Sweeper:
+    remediator: Remediator
+    queue: DelayQueue
+
+    def begin(self, trigger: SweepTrigger) -> dict[str, Any]:
+        """Queue one sweep job per affected enrolled cluster."""
+        settings = self.remediator.settings
+        clusters = clusters_to_sweep(trigger, {c: settings.sources_for(c) for c in settings.enrolled_clusters})
+        for cluster in clusters:
+            self.queue.schedule(SweepJob(origin=trigger.id, cluster=cluster, started_at=trigger.time.timestamp()), 0)
+        logger.info("sweeps queued", trigger=trigger.detail_type, clusters=clusters)
+        return {"action": "sweeping" if clusters else "ignored", "clusters": clusters}
+
+    def run(self, job: SweepJob, remaining_ms: Callable[[], int]) -> dict[str, Any]:
+        """One pass of a cluster's sweep; queues its continuation when work is left."""
+        r = self.remediator
+        now = r.clock()
+        plan = build_plan(r.settings, Trigger.SWEEP, now, cluster=job.cluster, reason=f"rotation sweep {job.origin}")
+        if job.fingerprint != plan.fingerprint:
+            if job.fingerprint:
+                logger.warning(
+                    "CA bundle changed mid-sweep: sweeping again for the new bundle",
+                    cluster=job.cluster,
+                    old=job.fingerprint,
+                    new=plan.fingerprint,
+                )
+            started_at = now if job.fingerprint else job.started_at
+            job = job.model_copy(update={"fingerprint": plan.fingerprint, "started_at": started_at, "passes": 0})
+        summary: dict[str, Any] = {"cluster": job.cluster, "sweep_id": job.sweep_id, "fingerprint": job.fingerprint}
+
+        nodes = [
+            n.instance_id
+            for n in r.ec2.running_cluster_nodes(job.cluster)
+            if enrolled_cluster(n.tags, [job.cluster]) == job.cluster
+        ]
+        live = live_seconds(r.settings.agent_wait_deadline_seconds, r.settings.command_timeout_seconds)
+        states: dict[str, NodeState] = {}
+        for index, instance_id in enumerate(nodes):
+            if index % HISTORY_CHECK_EVERY == 0 and remaining_ms() < TIME_MARGIN_MS:
+                return self._continue(job, 0, summary | {"action": "continued", "nodes": len(nodes), "read": index})
+            states[instance_id] = node_state(r.records.history(instance_id), job.fingerprint, job.sweep_id, now, live)
+        todo = plan_sweep(states, r.settings.sweep_max_in_flight)
+        summary |= {"nodes": len(nodes), "states": todo.counts, "deferred": todo.deferred, "started": 0}
+
+        for batch in chunks(todo.to_start, 50):
+            if remaining_ms() < TIME_MARGIN_MS:
+                return self._continue(job, 0, summary | {"action": "continued"})
+            r.start([Target(instance_id=i, cluster=job.cluster) for i in batch], plan, job.sweep_id, job.started_at)
+            summary["started"] += len(batch)
+
+        if not todo.needs_another_pass:
+            logger.info("sweep pass complete", **summary)
+            return summary | {"action": "complete"}
+        if job.passes + 1 >= MAX_PASSES:
+            logger.warning("sweep gave up waiting on in-flight nodes; the next scheduled sweep continues", **summary)
+            return summary | {"action": "gave-up"}
+        next_job = job.model_copy(update={"passes": job.passes + 1})
+        return self._continue(next_job, r.settings.sweep_recheck_seconds, summary | {"action": "waiting"})
+
+    def _continue(self, job: SweepJob, delay: int, summary: dict[str, Any]) -> dict[str, Any]:
+        self.queue.schedule(job, delay)
+        logger.info("sweep continues in a new invocation", delay_seconds=delay, passes=job.passes, **summary)
+        return summary | {"continue_in": delay}
+
+
+def on_sweep(request: SweepTrigger | SweepJob, sweeper: Sweeper, remaining_ms: Callable[[], int]) -> dict[str, Any]:
+    """A trigger queues the affected clusters' sweeps; a queued job runs one pass."""
+    if isinstance(request, SweepJob):
+        return sweeper.run(request, remaining_ms)
+    return sweeper.begin(request)

@@ -1,0 +1,152 @@
+"""Rotation sweep: its messages and its pure decisions (no I/O, no clock reads).
+
+A sweep brings every running node of one enrolled cluster to the cluster's current CA bundle.
+It is a `SweepJob` on the sweep queue; each pass re-reads the node list and every node's
+attempt history, so a pass that runs out of time or hits the in-flight limit simply queues the
+same job again. The sweep id is derived from (origin, cluster, fingerprint): the attempts a
+sweep creates have deterministic keys, so a redelivered or continued job never sends twice to
+a node, and a CA that changes mid-sweep starts a new sweep id for the new bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+from urllib.parse import unquote_plus
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from eks_ca_remediator.errors import InvalidRequest
+from eks_ca_remediator.models import ClusterName, Status, Trigger
+from eks_ca_remediator.sources import BundleSource, SourceChange, SourceKind, clusters_using
+
+FINGERPRINT_RE = r"^([0-9a-f]{64})?$"
+SECRET_CHANGES = frozenset({"PutSecretValue", "UpdateSecret", "RotateSecret", "RestoreSecret"})
+
+
+class SweepJob(BaseModel):
+    """One cluster's sweep (sweep-queue message body)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    origin: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+    cluster: ClusterName
+    started_at: float  # created_at of this sweep's attempts
+    fingerprint: Annotated[str, StringConstraints(pattern=FINGERPRINT_RE)] = ""  # "" before the first pass
+    passes: Annotated[int, Field(ge=0)] = 0
+
+    @property
+    def sweep_id(self) -> str:
+        return hashlib.sha256(f"{self.origin}|{self.cluster}|{self.fingerprint}".encode()).hexdigest()[:24]
+
+
+class SweepTrigger(BaseModel):
+    """An EventBridge event that starts sweeps: the schedule, or a change to a bundle source."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+    source: Annotated[str, StringConstraints(max_length=64)]
+    detail_type: Annotated[str, StringConstraints(max_length=128)] = Field(alias="detail-type")
+    time: datetime
+    resources: list[str] = Field(default_factory=list)
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+def source_change(trigger: SweepTrigger) -> SourceChange | None:
+    """The source a change event is about; None for the schedule (every cluster is swept)."""
+    detail = trigger.detail
+    match (trigger.source, trigger.detail_type):
+        case ("aws.events", "Scheduled Event"):
+            return None
+        case ("aws.ssm", "Parameter Store Change"):
+            arn = trigger.resources[0] if trigger.resources else ""
+            return SourceChange(SourceKind.SSM, str(detail.get("name", "")), arn)
+        case ("aws.s3", "Object Created"):
+            bucket = str(detail.get("bucket", {}).get("name", ""))
+            return SourceChange(SourceKind.S3, f"{bucket}/{detail.get('object', {}).get('key', '')}")
+        case ("aws.secretsmanager", "AWS API Call via CloudTrail") if detail.get("eventName") in SECRET_CHANGES:
+            secret = (detail.get("requestParameters") or {}).get("secretId", "")
+            return SourceChange(SourceKind.SECRETS_MANAGER, str(secret))
+    raise InvalidRequest(f"sweep trigger: unsupported event {trigger.source} / {trigger.detail_type}")
+
+
+def clusters_to_sweep(trigger: SweepTrigger, sources: Mapping[str, tuple[BundleSource, ...]]) -> list[str]:
+    """Every enrolled cluster for the schedule; for a change event, the clusters reading that source."""
+    change = source_change(trigger)
+    if change is None:
+        return sorted(sources)
+    found = clusters_using(sources, change)
+    if change.kind is SourceKind.S3 and not found:  # EventBridge may carry the key URL-encoded
+        found = clusters_using(sources, SourceChange(SourceKind.S3, unquote_plus(change.name)))
+    return found
+
+
+# ---------------------------------------------------------------- per-node decision
+
+
+class NodeState(StrEnum):
+    CURRENT = "current"  # latest SUCCEEDED attempt carries the current fingerprint
+    DRIFTED = "drifted"  # latest SUCCEEDED carries another fingerprint, or there is none
+    IN_FLIGHT = "in_flight"  # a live attempt is sending the current bundle (or this sweep's attempt)
+    IN_FLIGHT_STALE = "in_flight_stale"  # a live attempt is sending another bundle: re-check later
+    DONE = "done"  # this sweep already tried the node and that attempt is over
+
+
+def _epoch(iso_time: str) -> float:
+    return datetime.fromisoformat(iso_time).timestamp()
+
+
+def node_state(
+    history: Sequence[Mapping[str, Any]], fingerprint: str, sweep_id: str, now: float, live_seconds: float
+) -> NodeState:
+    """Where one node stands against the current bundle. `history`: its attempts, newest first.
+
+    An attempt that is not terminal and was updated within `live_seconds` is live (in flight);
+    an older one was abandoned (a lost status event) and no longer blocks the node.
+    """
+    live = [
+        a
+        for a in history
+        if not Status(a["status"]).terminal and now - _epoch(a.get("updated_at", "1970-01-01T00:00:00Z")) < live_seconds
+    ]
+    if any(a.get("trigger") == Trigger.SWEEP.value and a.get("trigger_key") == sweep_id for a in history):
+        return NodeState.IN_FLIGHT if live else NodeState.DONE
+    if live:
+        same = all(a.get("fingerprint") == fingerprint for a in live)
+        return NodeState.IN_FLIGHT if same else NodeState.IN_FLIGHT_STALE
+    succeeded = next((a for a in history if a["status"] == Status.SUCCEEDED.value), None)
+    if succeeded is not None and succeeded.get("fingerprint") == fingerprint:
+        return NodeState.CURRENT
+    return NodeState.DRIFTED
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    to_start: list[str]  # drifted nodes to remediate now, within the in-flight limit
+    deferred: int  # drifted nodes left for a later pass (in-flight limit reached)
+    counts: dict[str, int]
+
+    @property
+    def needs_another_pass(self) -> bool:
+        """Nodes wait on others: deferred by the limit, or in flight with another bundle."""
+        return self.deferred > 0 or self.counts.get(NodeState.IN_FLIGHT_STALE.value, 0) > 0
+
+
+def plan_sweep(states: Mapping[str, NodeState], max_in_flight: int) -> SweepPlan:
+    """Start drifted nodes (in instance-id order) up to the cluster's in-flight limit."""
+    counts = Counter(state.value for state in states.values())
+    in_flight = counts[NodeState.IN_FLIGHT.value] + counts[NodeState.IN_FLIGHT_STALE.value]
+    drifted = sorted(i for i, s in states.items() if s is NodeState.DRIFTED)
+    budget = max(0, max_in_flight - in_flight)
+    return SweepPlan(to_start=drifted[:budget], deferred=max(0, len(drifted) - budget), counts=dict(counts))
+
+
+def live_seconds(agent_wait_deadline: int, command_timeout: int) -> int:
+    """How long an unfinished attempt may be in flight: agent wait, then the in-flight claim's hold."""
+    return agent_wait_deadline + command_timeout * 2 + 300
