@@ -562,7 +562,11 @@ case "$STRATEGY" in
 esac
 
 R_AFTER_PID=$(containerd_pid)
-if [ -n "$R_AFTER_PID" ]; then R_AFTER_START=$(pid_started_at "$R_AFTER_PID") || R_AFTER_START=""; fi
+if [ -n "$R_AFTER_PID" ] && [ "$R_AFTER_PID" = "$R_BEFORE_PID" ]; then
+  R_AFTER_START="$R_BEFORE_START"
+elif [ -n "$R_AFTER_PID" ]; then
+  R_AFTER_START=$(pid_started_at "$R_AFTER_PID") || R_AFTER_START=""
+fi
 [ -n "$R_AFTER_PID" ] || fail "containerd is not running after the remediation"
 
 # ---------------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def test_reproduction_trusted_ca_is_ignored_until_containerd_restarts(make_lab, 
 
 
 # 2 -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("os_family", FAMILIES)
+@pytest.mark.parametrize("os_family", [*FAMILIES, "ubuntu"])
 def test_auto_restarts_containerd_that_predates_the_trust_bundle(make_lab, os_family):
     lab = make_lab(os_family)
     lab.trust_ca_without_restart()
@@ -122,6 +122,8 @@ def test_auto_does_not_restart_containerd_started_after_the_ca_was_trusted(lab):
     assert r["restarted"] is False
     assert r["strategy_used"] == "none"
     assert r["containerd_before"]["pid"] == r["containerd_after"]["pid"] == pid
+    assert r["containerd_before"]["started_at"] == r["containerd_after"]["started_at"]
+    assert r["containerd_before"]["started_at"] > r["trust_bundle_mtime"]
     assert lab.containerd_pid() == pid
     assert r["verification"] == {lab.registry_host: "ok"}
     assert_pull_ok(lab, "after a no-restart auto run")
@@ -137,7 +139,9 @@ def test_restart_strategy_always_restarts(lab):
 
 
 # 4 -----------------------------------------------------------------------------------------
-def test_hosts_toml_fixes_pulls_without_restart_and_leaves_other_files_alone(lab):
+@pytest.mark.parametrize("os_family", ["debian", "al2023"])
+def test_hosts_toml_fixes_pulls_without_restart_and_leaves_other_files_alone(make_lab, os_family):
+    lab = make_lab(os_family)
     foreign_path = "/etc/containerd/certs.d/other.example.test:5000/hosts.toml"
     foreign = 'server = "https://other.example.test:5000"\n[host."https://mirror.example.test"]\n'
     lab.write_file(foreign_path, foreign)
@@ -160,7 +164,7 @@ def test_hosts_toml_fixes_pulls_without_restart_and_leaves_other_files_alone(lab
     assert f'server = "https://{lab.registry_host}"' in text
     assert f'[host."https://{lab.registry_host}"]' in text
     assert 'capabilities = ["pull", "resolve"]' in text
-    assert 'ca = "/usr/local/share/ca-certificates/eks-ca-remediator.crt"' in text
+    assert f'ca = "{lab.anchor_dir}/eks-ca-remediator.{"pem" if lab.is_al else "crt"}"' in text
 
     assert lab.read_file(foreign_path) == foreign.encode(), "a user's hosts.toml was modified"
     assert lab.sh(f"stat -c '%Y %s %i' '{foreign_path}'").stdout == foreign_stat
