@@ -582,8 +582,10 @@ fi
 
 FAILURES=()
 S_CLIENT_OPTS=()
-if openssl s_client -help 2>&1 | grep -q -- '-no-CApath'; then S_CLIENT_OPTS+=(-no-CApath); fi
-if openssl s_client -help 2>&1 | grep -q -- '-no-CAstore'; then S_CLIENT_OPTS+=(-no-CAstore); fi
+# Verify against the trust bundle only (not also the default CA directory or store).
+S_CLIENT_HELP=$(timeout 10 openssl s_client -help 2>&1)
+if printf '%s\n' "$S_CLIENT_HELP" | grep -q -- '-no-CApath'; then S_CLIENT_OPTS+=(-no-CApath); fi
+if printf '%s\n' "$S_CLIENT_HELP" | grep -q -- '-no-CAstore'; then S_CLIENT_OPTS+=(-no-CAstore); fi
 
 for h in ${HOSTS[@]+"${HOSTS[@]}"}; do
   hp=$(host_port "$h")

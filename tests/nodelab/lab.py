@@ -586,6 +586,7 @@ class NodeLab:
         self.holder: subprocess.Popen[bytes] | None = None
         self._cri = None
         self.last_script_seconds = 0.0
+        self.last_stdout = ""
 
     # ---- properties --------------------------------------------------------------------------
     @property
@@ -947,6 +948,7 @@ class NodeLab:
             check=False,
         )
         self.last_script_seconds = time.monotonic() - started
+        self.last_stdout = proc.stdout
         lines = [line for line in proc.stdout.splitlines() if line.strip()]
         result = None
         if lines:

@@ -98,7 +98,21 @@ def test_auto_restarts_containerd_that_predates_the_trust_bundle(make_lab, os_fa
     assert r["dry_run"] is False
     anchor = f"{lab.anchor_dir}/eks-ca-remediator.{'pem' if lab.is_al else 'crt'}"
     assert lab.read_file(anchor) == lab.ca_pem.encode()
+    assert lab.last_stdout.count("\n") == 1, f"stdout must be exactly one JSON line: {lab.last_stdout!r}"
+    assert len(lab.last_stdout) < 20_000
     assert_pull_ok(lab, "after the auto remediation")
+
+
+def test_multi_ca_bundle_with_crlf_line_endings_is_installed(lab):
+    pem = (lab.pki.other_ca_pem + "# comment between certificates\n" + lab.ca_pem).replace("\n", "\r\n")
+    r = assert_success(lab.run_script(lab.script_env(SSM_CaBundle=b64(pem))))
+    assert r["fingerprint"] == hashlib.sha256(pem.encode()).hexdigest()
+    assert r["restarted"] is True
+    assert r["canary"] == "ok"
+    bundle = (lab.read_file(lab.trust_bundle_path) or b"").replace(b"\r\n", b"\n")
+    for ca in (lab.ca_pem, lab.pki.other_ca_pem):
+        assert ca.strip().encode() in bundle
+    assert_pull_ok(lab, "with a two-CA bundle")
 
 
 def test_auto_on_a_node_that_never_trusted_the_ca(lab):
