@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -62,13 +63,44 @@ class GiveUp:
 AgentDecision = SendNow | WaitAgain | GiveUp
 
 
+# Agents of new EKS nodes typically come Online 20-60 s after `running`: re-check densely there
+# (Online -> SendCommand within DENSE_RECHECK_SECONDS), sparsely before and after it.
+DENSE_WINDOW_SECONDS = (20, 60)
+DENSE_RECHECK_SECONDS = 5
+SPARSE_RECHECK_CAP_SECONDS = 60
+
+
+def agent_recheck_delay(waited: float, recheck_seconds: int) -> int:
+    """Seconds until the next agent re-check of a node that has waited `waited` seconds so far.
+
+    Before the typical Online window: every `recheck_seconds`, but never past the window's start.
+    Inside it: every DENSE_RECHECK_SECONDS (or `recheck_seconds` when smaller). After it: backoff,
+    a quarter of the time waited so far, at least `recheck_seconds`, at most
+    max(SPARSE_RECHECK_CAP_SECONDS, recheck_seconds). Always 1..900 (the SQS delay range).
+    """
+    start, end = DENSE_WINDOW_SECONDS
+    if waited < start:
+        delay = min(recheck_seconds, math.ceil(start - waited))
+    elif waited < end:
+        delay = min(recheck_seconds, DENSE_RECHECK_SECONDS)
+    else:
+        delay = max(recheck_seconds, min(SPARSE_RECHECK_CAP_SECONDS, int(waited // 4)))
+    return max(1, min(delay, 900))
+
+
 def agent_wait_decision(
-    ping_status: str | None, instance_state: str | None, now: float, deadline: float, recheck_seconds: int
+    ping_status: str | None,
+    instance_state: str | None,
+    now: float,
+    deadline: float,
+    recheck_seconds: int,
+    waited: float | None = None,
 ) -> AgentDecision:
     """Decide what to do with a node whose SSM agent we are waiting for.
 
     Online -> send now. Instance gone -> give up with that reason. Past the deadline -> give up.
-    Otherwise wait one more re-check interval, never past the deadline (SQS delay max 900 s).
+    Otherwise wait again, never past the deadline (SQS delay max 900 s): for `waited` seconds so
+    far, as agent_recheck_delay schedules; without it, one flat `recheck_seconds` interval.
     """
     if instance_state is not None and instance_state not in ("pending", "running"):
         return GiveUp(f"instance is {instance_state} while waiting for its SSM agent")
@@ -78,7 +110,8 @@ def agent_wait_decision(
     if remaining <= 0:
         seen = ping_status or "not registered"
         return GiveUp(f"SSM agent not Online before the agent-wait deadline (last seen: {seen})")
-    return WaitAgain(delay_seconds=max(1, min(recheck_seconds, int(remaining + 0.999), 900)))
+    interval = recheck_seconds if waited is None else agent_recheck_delay(waited, recheck_seconds)
+    return WaitAgain(delay_seconds=max(1, min(interval, int(remaining + 0.999), 900)))
 
 
 # SSM invocation statuses (and status details) -> our record status.

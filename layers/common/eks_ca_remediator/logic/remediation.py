@@ -22,8 +22,8 @@ from eks_ca_remediator.adapters.ec2 import Ec2Reader
 from eks_ca_remediator.adapters.queue import AgentWaitQueue
 from eks_ca_remediator.adapters.records import RecordStore, attempt_sk
 from eks_ca_remediator.adapters.ssm import RunCommand
-from eks_ca_remediator.decisions import GiveUp, SendNow, agent_wait_decision, chunks
-from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError
+from eks_ca_remediator.decisions import GiveUp, SendNow, agent_recheck_delay, agent_wait_decision, chunks
+from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError, SendDenied
 from eks_ca_remediator.logic.plans import plan_for_attempt
 from eks_ca_remediator.models import AgentWaitMessage, Plan, Status, Target
 from eks_ca_remediator.settings import Settings
@@ -38,6 +38,15 @@ WAITING = frozenset({Status.PENDING_AGENT})
 
 def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _refusal(exc: AgentNotRegistered | SendDenied) -> str:
+    if isinstance(exc, SendDenied):
+        return (
+            "IAM denied SendCommand: the node has no eks:cluster-name, aws:eks:cluster-name or "
+            "alpha.eksctl.io/cluster-name tag naming an enrolled cluster"
+        )
+    return "SSM agent not registered (InvalidInstanceId)"
 
 
 @dataclass
@@ -72,7 +81,7 @@ class Remediator:
             waiting = [a for a in fresh if pings.get(a["pk"]) != "Online"]
             self.dispatch(online, plan)
             for attempt in waiting:
-                self._wait(attempt, checks=0, delay=self.settings.agent_recheck_seconds)
+                self._wait(attempt, checks=0, delay=agent_recheck_delay(0, self.settings.agent_recheck_seconds))
         return [self.records.get_attempt(a["pk"], a["sk"]) or a for a in attempts]
 
     def _new_attempt(
@@ -138,6 +147,7 @@ class Remediator:
                 now,
                 message.deadline,
                 self.settings.agent_recheck_seconds,
+                waited=self._waited(message, now),
             )
             if isinstance(decision, SendNow):
                 ready.setdefault(self._plan_key(attempt), []).append(attempt)
@@ -147,6 +157,10 @@ class Remediator:
                 self._wait(attempt, checks=message.checks + 1, delay=decision.delay_seconds)
         for group in ready.values():
             self.dispatch(group, self._plan_of(group[0]))
+
+    def _waited(self, message: AgentWaitMessage, now: float) -> float:
+        """Seconds since the attempt started waiting (its deadline was set then)."""
+        return max(0.0, now - (message.deadline - self.settings.agent_wait_deadline_seconds))
 
     @staticmethod
     def _plan_key(attempt: dict[str, Any]) -> str:
@@ -216,11 +230,11 @@ class Remediator:
                 COMMENT_PREFIX + batch_id,
                 self.settings.command_timeout_seconds,
             )
-        except AgentNotRegistered:
+        except (AgentNotRegistered, SendDenied) as exc:
             if len(batch) == 1:
-                self._finish(batch[0], Status.FAILED, "SSM agent not registered (InvalidInstanceId)", self.clock())
+                self._finish(batch[0], Status.FAILED, _refusal(exc), self.clock())
                 return
-            for attempt in batch:  # find the node(s) SSM rejects; send the others alone
+            for attempt in batch:  # find the node(s) SSM or IAM rejects; send the others alone
                 self._send_batch([attempt], plan, batch_id)
             return
         now = self.clock()
