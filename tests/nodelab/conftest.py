@@ -53,3 +53,15 @@ def make_lab(lab_registry: Registry) -> Iterator[Callable[[str], NodeLab]]:
 @pytest.fixture
 def lab(make_lab: Callable[[str], NodeLab]) -> NodeLab:
     return make_lab("debian")
+
+
+@pytest.fixture(scope="module")
+def shared_lab(lab_registry: Registry) -> Iterator[NodeLab]:
+    """One Debian node shared by the tests of a module that must change nothing (rejections):
+    each of them checks that the trust store, /etc/containerd and containerd's PID are unchanged,
+    so a test that does change something fails itself."""
+    lab = NodeLab("debian", registry=lab_registry)
+    try:
+        yield lab.start()
+    finally:
+        lab.stop()

@@ -201,7 +201,8 @@ def test_hosts_toml_does_not_overwrite_a_foreign_file_for_the_same_registry(lab)
     assert lab.read_file(path) == foreign.encode()
 
 
-def test_hosts_toml_needs_a_registry_host(lab):
+def test_hosts_toml_needs_a_registry_host(shared_lab):
+    lab = shared_lab
     before = lab.snapshot()
     run = lab.run_script(lab.script_env(SSM_Strategy="hosts-toml", SSM_RegistryHosts=""))
     assert_failure(run, 2, "needs at least one registry host")
@@ -286,7 +287,8 @@ BAD_BUNDLES = {
 
 
 @pytest.mark.parametrize("case", list(BAD_BUNDLES))
-def test_bad_bundle_is_rejected_before_anything_changes(lab, case):
+def test_bad_bundle_is_rejected_before_anything_changes(shared_lab, case):
+    lab = shared_lab
     make, reason = BAD_BUNDLES[case]
     pid = lab.containerd_pid()
     before = lab.snapshot()
@@ -298,7 +300,8 @@ def test_bad_bundle_is_rejected_before_anything_changes(lab, case):
 
 
 # 8 -----------------------------------------------------------------------------------------
-def test_hostile_values_in_every_parameter_are_rejected_and_never_executed(lab):
+def test_hostile_values_in_every_parameter_are_rejected_and_never_executed(shared_lab):
+    lab = shared_lab
     canary = lab.dir / "pwned"
     payloads = [
         f"$(touch {canary})",
@@ -317,7 +320,11 @@ def test_hostile_values_in_every_parameter_are_rejected_and_never_executed(lab):
     for name in ("CaBundle", "Strategy", "RegistryHosts", "CanaryImage", "DryRun"):
         key = f"SSM_{name}"
         for payload in payloads:
-            for value in (valid[key] + payload, payload + valid[key]):
+            # Appended to a valid value, and (for command substitutions) also in front of it.
+            values = [valid[key] + payload]
+            if payload.startswith(("$(", "`")):
+                values.append(payload + valid[key])
+            for value in values:
                 run = lab.run_script({**valid, key: value})
                 assert run.exit_code == 2, f"{key}={value!r}\n{explain(run)}"
                 assert run.result is not None, explain(run)
