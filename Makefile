@@ -6,6 +6,7 @@ PYTHON := $(shell command -v python3.13)
 endif
 VENV := .venv
 SAMVENV := .venv-sam
+CHKVENV := .venv-checkov
 PY := $(VENV)/bin/python
 SAM := $(SAMVENV)/bin/sam
 REGION ?= us-east-1
@@ -26,6 +27,12 @@ $(SAMVENV)/.installed:
 	$(SAMVENV)/bin/pip install --quiet aws-sam-cli==1.170.0
 	touch $@
 
+# checkov pins packages below requirements-dev.txt's, so it has a virtualenv of its own.
+$(CHKVENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHKVENV)
+	$(CHKVENV)/bin/pip install --quiet -r requirements-checkov.txt
+	touch $@
+
 # The node lab needs containerd, runc and a registry from Debian; installed when we are root.
 lab-packages:
 	@missing=$$(for p in $(LAB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -42,13 +49,15 @@ test: setup
 	$(PY) tools/ssm_document.py --check
 	$(PY) -m pytest -q
 
-lint: setup $(SAMVENV)/.installed
+lint: setup $(SAMVENV)/.installed $(CHKVENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	shellcheck node/remediate-ca.sh
 	$(PY) tools/ssm_document.py --check
 	$(VENV)/bin/cfn-lint template.yaml
 	PATH=$(dir $(PYTHON)):$$PATH $(SAM) validate --lint --region $(REGION)
+	$(CHKVENV)/bin/python tools/transform_template.py -o build/cfn/template.json
+	cd build/cfn && ../../$(CHKVENV)/bin/checkov --config-file ../../.checkov.yaml -f template.json
 
 demo: setup
 	$(PY) -m demo

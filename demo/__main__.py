@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,6 +29,8 @@ os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "eks-ca-remediator")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 STARTED = time.monotonic()
+# Powertools warns when a handler publishes no metric; the demo's timeline says what happened.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 
 class StepFailed(RuntimeError):
@@ -106,8 +109,6 @@ class LabNode:
 
 def launch_story(world: Any, node: Any) -> str:
     from on_launch import handler as on_launch
-
-    from tests.fakes.world import node_output  # noqa: F401 - keeps the fake node importable
 
     check(node.before()[0] is False, f"before: CRI pull fails -> {node.before()[1][-90:]}")
     node.userdata_trusts_ca()

@@ -25,6 +25,10 @@ class AgentNotRegistered(RemediatorError):
     """SSM rejected the instance id: its agent is not (or no longer) registered."""
 
 
+class SendDenied(RemediatorError):
+    """IAM refused SendCommand: an instance lacks an enrolled cluster's tag that the policy matches."""
+
+
 class AttemptNotFound(RemediatorError):
     """A status event names a command this product has not recorded (yet)."""
 

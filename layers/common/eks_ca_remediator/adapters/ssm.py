@@ -9,7 +9,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from eks_ca_remediator.decisions import chunks
-from eks_ca_remediator.errors import AgentNotRegistered, AttemptNotFound
+from eks_ca_remediator.errors import AgentNotRegistered, AttemptNotFound, SendDenied
 from eks_ca_remediator.models import INSTANCE_ID_RE
 
 
@@ -71,6 +71,8 @@ class RunCommand:
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "InvalidInstanceId":
                 raise AgentNotRegistered(f"SSM rejected instance ids {ids}: {exc}") from exc
+            if exc.response["Error"]["Code"] in ("AccessDeniedException", "AccessDenied"):
+                raise SendDenied(f"IAM denied SendCommand to {ids}: {exc}") from exc
             raise
         return response["Command"]["CommandId"]
 

@@ -23,7 +23,7 @@ from eks_ca_remediator.adapters.queue import AgentWaitQueue
 from eks_ca_remediator.adapters.records import RecordStore, attempt_sk
 from eks_ca_remediator.adapters.ssm import RunCommand
 from eks_ca_remediator.decisions import GiveUp, SendNow, agent_recheck_delay, agent_wait_decision, chunks
-from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError
+from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError, SendDenied
 from eks_ca_remediator.logic.plans import plan_for_attempt
 from eks_ca_remediator.models import AgentWaitMessage, Plan, Status, Target
 from eks_ca_remediator.settings import Settings
@@ -38,6 +38,15 @@ WAITING = frozenset({Status.PENDING_AGENT})
 
 def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _refusal(exc: AgentNotRegistered | SendDenied) -> str:
+    if isinstance(exc, SendDenied):
+        return (
+            "IAM denied SendCommand: the node has no eks:cluster-name, aws:eks:cluster-name or "
+            "alpha.eksctl.io/cluster-name tag naming an enrolled cluster"
+        )
+    return "SSM agent not registered (InvalidInstanceId)"
 
 
 @dataclass
@@ -221,11 +230,11 @@ class Remediator:
                 COMMENT_PREFIX + batch_id,
                 self.settings.command_timeout_seconds,
             )
-        except AgentNotRegistered:
+        except (AgentNotRegistered, SendDenied) as exc:
             if len(batch) == 1:
-                self._finish(batch[0], Status.FAILED, "SSM agent not registered (InvalidInstanceId)", self.clock())
+                self._finish(batch[0], Status.FAILED, _refusal(exc), self.clock())
                 return
-            for attempt in batch:  # find the node(s) SSM rejects; send the others alone
+            for attempt in batch:  # find the node(s) SSM or IAM rejects; send the others alone
                 self._send_batch([attempt], plan, batch_id)
             return
         now = self.clock()
