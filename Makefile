@@ -15,6 +15,11 @@ LAB_PACKAGES := containerd runc docker-registry shellcheck openssl ca-certificat
 
 .PHONY: setup test lint demo bench build deploy embed clean
 
+# The same import roots as pytest's `pythonpath` (pyproject.toml): the layer, each function, tools.
+empty :=
+space := $(empty) $(empty)
+RUNPATH := $(subst $(space),:,layers/common $(wildcard functions/*) tools .)
+
 $(VENV)/.installed: requirements-dev.txt layers/common/requirements.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.13 not found: install it (pyenv install 3.13) or pass PYTHON=..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
@@ -60,10 +65,10 @@ lint: setup $(SAMVENV)/.installed $(CHKVENV)/.installed
 	cd build/cfn && ../../$(CHKVENV)/bin/checkov --config-file ../../.checkov.yaml -f template.json
 
 demo: setup
-	$(PY) -m demo
+	PYTHONPATH=$(RUNPATH) $(PY) -m demo
 
 bench: setup
-	PYTHONPATH=layers/common:tools:. $(PY) bench/run_all.py
+	PYTHONPATH=$(RUNPATH) $(PY) bench/run_all.py
 
 embed: setup
 	$(PY) tools/ssm_document.py
