@@ -113,27 +113,42 @@ def launch_story(world: Any, node: Any) -> str:
     check(node.before()[0] is False, f"before: CRI pull fails -> {node.before()[1][-90:]}")
     node.userdata_trusts_ca()
     ok, message = node.before()
-    check(ok is False, f"userdata added the CA to the trust store; containerd still running: pull STILL fails ({message[-60:]})")
+    check(
+        ok is False,
+        f"userdata added the CA to the trust store; containerd still running: pull STILL fails ({message[-60:]})",
+    )
 
     [instance] = world.add_nodes(cluster="prod-a", agent_online_after=35)
     say("launch", f"EC2 {instance} running (cluster prod-a); its SSM agent comes Online at t=35s")
     result = run_handler(on_launch, world.launch_event(instance))
-    check(result["records"][0]["status"] == "PENDING_AGENT", "OnLaunch: agent not Online yet -> record PENDING_AGENT, re-check queued")
+    check(
+        result["records"][0]["status"] == "PENDING_AGENT",
+        "OnLaunch: agent not Online yet -> record PENDING_AGENT, re-check queued",
+    )
     t0 = world.clock()
     while not world.ssm.commands and world.clock() - t0 < 120:
         world.clock.advance(1)
         with quiet():
             world.run_agent_wait()
-    check(len(world.ssm.commands) == 1, f"AgentWait: agent Online -> SendCommand at t={world.clock() - t0:.0f}s (1 command)")
+    check(
+        len(world.ssm.commands) == 1,
+        f"AgentWait: agent Online -> SendCommand at t={world.clock() - t0:.0f}s (1 command)",
+    )
     command = world.ssm.commands[0]
-    say("command", f"{command['CommandId']} Strategy={command['Parameters']['Strategy'][0]} "
-        f"RegistryHosts={command['Parameters']['RegistryHosts'][0]}")
+    say(
+        "command",
+        f"{command['CommandId']} Strategy={command['Parameters']['Strategy'][0]} "
+        f"RegistryHosts={command['Parameters']['RegistryHosts'][0]}",
+    )
     code, stdout, stderr = node.run(command["Parameters"])
     for line in stderr.strip().splitlines()[-8:]:
         say("node", line[:140])
     summary = json.loads(stdout) if stdout else {}
-    say("node", f"result={summary.get('result')} restarted={summary.get('restarted')} "
-        f"verification={summary.get('verification')} canary={summary.get('canary')}")
+    say(
+        "node",
+        f"result={summary.get('result')} restarted={summary.get('restarted')} "
+        f"verification={summary.get('verification')} canary={summary.get('canary')}",
+    )
     from on_command_status import handler as on_status
 
     event = world.ssm.finish(command["CommandId"], instance, "Success" if code == 0 else "Failed", stdout, stderr)
