@@ -5,7 +5,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from eks_ca_remediator import wiring
+from eks_ca_remediator import telemetry, wiring
 from eks_ca_remediator.edge import parse
 from eks_ca_remediator.logic.command_status import on_command_status
 from eks_ca_remediator.models import CommandInvocationStatusChange
@@ -16,12 +16,11 @@ metrics = Metrics()
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
+@telemetry.publish(metrics)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     parsed = parse(CommandInvocationStatusChange, event, "SSM command status event")
     logger.append_keys(instance_id=parsed.detail.instance_id, command_id=parsed.detail.command_id)
     result = on_command_status(parsed, wiring.remediator())
-    if result["action"] == "recorded":
-        metrics.add_metric(name=f"Remediations{result['record']['status'].title()}", unit=MetricUnit.Count, value=1)
-    elif result["action"] == "duplicate":
+    if result["action"] == "duplicate":
         metrics.add_metric(name="StatusEventsDeduplicated", unit=MetricUnit.Count, value=1)
     return result

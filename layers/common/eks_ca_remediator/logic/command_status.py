@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from eks_ca_remediator import telemetry
 from eks_ca_remediator.decisions import outcome_of, record_status_for, tail
 from eks_ca_remediator.errors import AttemptNotFound
 from eks_ca_remediator.logic.remediation import Remediator, iso
@@ -57,6 +58,11 @@ def on_command_status(event: CommandInvocationStatusChange, remediator: Remediat
     if updated is None:
         logger.info("duplicate terminal status event", command_id=detail.command_id, instance_id=detail.instance_id)
         return {"action": "duplicate", "status": attempt["status"]}
+    telemetry.status_reached(outcome.status.value)
+    if outcome.status is Status.SUCCEEDED:
+        took = telemetry.elapsed(attempt.get("created_at"), fields["completed_at"])
+        if took is not None:
+            telemetry.seconds(telemetry.TIME_TO_SUCCEEDED_SECONDS, took)
     logger.info(
         "attempt finished",
         command_id=detail.command_id,

@@ -8,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+from eks_ca_remediator import telemetry
 from eks_ca_remediator.adapters.ca_sources import read_source
 from eks_ca_remediator.bundle import CaBundle, canonical_bundle
 from eks_ca_remediator.models import Plan, Strategy, Trigger
@@ -34,6 +35,7 @@ def expiry_warnings(bundle: CaBundle, cluster: str, now: float, days: int) -> tu
     logger.warning("CA bundle has certificates expiring soon", cluster=cluster, within_days=days, warnings=warnings)
     with single_metric(name="CaExpiringSoon", unit=MetricUnit.Count, value=len(soon)) as metric:
         metric.add_dimension(name="cluster", value=cluster)
+    telemetry.count(telemetry.CA_EXPIRING_SOON, len(soon))  # service dimension only: the alarm's metric
     return warnings
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from eks_ca_remediator import telemetry
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
 from eks_ca_remediator.adapters.queue import AgentWaitQueue
 from eks_ca_remediator.adapters.records import RecordStore, attempt_sk
@@ -75,6 +76,7 @@ class Remediator:
                 fresh.append(item)
             else:
                 logger.info("duplicate trigger: attempt already exists", instance_id=item["pk"], status=item["status"])
+                telemetry.count(telemetry.REMEDIATIONS_DEDUPLICATED)
         if fresh:
             pings = self.run_command.ping_status([a["pk"] for a in fresh])
             online = [a for a in fresh if pings.get(a["pk"]) == "Online"]
@@ -240,6 +242,9 @@ class Remediator:
         now = self.clock()
         for attempt in batch:
             self._record_sent(attempt, command_id, batch_id, {"fingerprint": plan.fingerprint}, now)
+            waiting_since = float(attempt["agent_wait_deadline"]) - self.settings.agent_wait_deadline_seconds
+            telemetry.seconds(telemetry.AGENT_WAIT_SECONDS, now - waiting_since)
+        telemetry.count(telemetry.REMEDIATIONS_SENT, len(ids))
         logger.info("command sent", command_id=command_id, instances=len(ids), batch_id=batch_id)
 
     def _record_sent(
@@ -256,12 +261,14 @@ class Remediator:
         self.records.update_attempt(attempt["pk"], attempt["sk"], fields, only_if_status_in=WAITING)
 
     def _finish(self, attempt: dict[str, Any], status: Status, reason: str, now: float) -> None:
-        self.records.update_attempt(
+        finished = self.records.update_attempt(
             attempt["pk"],
             attempt["sk"],
             {"status": status.value, "reason": reason, "completed_at": iso(now), "updated_at": iso(now)},
             only_if_status_in=WAITING,
         )
+        if finished is not None:
+            telemetry.status_reached(status.value)
         if status is not Status.SKIPPED:
             self.records.release(attempt["pk"], attempt["sk"])
         logger.info(
