@@ -124,7 +124,9 @@ def tree_size(directory: Path) -> int:
 
 def artifact_sizes(skip: bool) -> list[Row]:
     sam = ROOT / ".venv-sam" / "bin" / "sam"
-    python313 = shutil.which("python3.13") or next(iter(sorted(Path.home().glob(".pyenv/versions/3.13*/bin"))), None)
+    # a real interpreter, not a pyenv shim: sam validates the binary it finds on PATH
+    found = sorted(Path.home().glob(".pyenv/versions/3.13*/bin/python3.13"))
+    python313 = str(found[-1]) if found else shutil.which("python3.13")
     reason = (
         "--skip-build"
         if skip
@@ -136,7 +138,7 @@ def artifact_sizes(skip: bool) -> list[Row]:
     )
     build_dir = ROOT / ".aws-sam" / "bench-build"
     if not reason:
-        bindir = str(Path(python313).parent) if Path(str(python313)).is_file() else str(python313)
+        bindir = str(Path(python313).parent)
         env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""), SAM_CLI_TELEMETRY="0")
         cmd = [str(sam), "build", "--region", "us-east-1", "--build-dir", str(build_dir)]
         cmd += ["--cached", "--cache-dir", str(ROOT / ".aws-sam" / "bench-cache")]

@@ -7,11 +7,12 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
-
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from typing import TYPE_CHECKING
 
 from eks_ca_remediator.errors import BundleError
+
+if TYPE_CHECKING:  # cryptography (~30-60 ms to import) loads on first validation, not at cold start
+    from cryptography import x509
 
 PEM_BLOCK_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)\r?\n-----END \1-----", re.DOTALL)
 # The document's CaBundle parameter holds base64 of the PEM bundle, at most this many chars.
@@ -67,7 +68,7 @@ def canonical_bundle(*pem_texts: str, now: datetime) -> CaBundle:
     for index, match in enumerate(PEM_BLOCK_RE.finditer(text), start=1):
         cert = _load(match.group(0), index)
         info = _check_ca(cert, index, now)
-        pem = cert.public_bytes(Encoding.PEM).decode()
+        pem = cert.public_bytes(_encoding().PEM).decode()
         by_fingerprint.setdefault(info.sha256, (info, pem))
     ordered = sorted(by_fingerprint.values(), key=lambda pair: pair[0].sha256)
     bundle = CaBundle(pem="".join(pem for _, pem in ordered), certificates=tuple(i for i, _ in ordered))
@@ -78,7 +79,15 @@ def canonical_bundle(*pem_texts: str, now: datetime) -> CaBundle:
     return bundle
 
 
+def _encoding() -> type:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return Encoding
+
+
 def _load(pem: str, index: int) -> x509.Certificate:
+    from cryptography import x509
+
     try:
         return x509.load_pem_x509_certificate(pem.encode())
     except ValueError as exc:
@@ -86,6 +95,8 @@ def _load(pem: str, index: int) -> x509.Certificate:
 
 
 def _check_ca(cert: x509.Certificate, index: int, now: datetime) -> CaCertificate:
+    from cryptography import x509
+
     subject = cert.subject.rfc4514_string() or f"certificate {index}"
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -97,5 +108,5 @@ def _check_ca(cert: x509.Certificate, index: int, now: datetime) -> CaCertificat
         raise BundleError(f"certificate {index} ({subject}) expired on {cert.not_valid_after_utc:%Y-%m-%d}")
     if cert.not_valid_before_utc > now:
         raise BundleError(f"certificate {index} ({subject}) is not valid before {cert.not_valid_before_utc:%Y-%m-%d}")
-    der = cert.public_bytes(Encoding.DER)
+    der = cert.public_bytes(_encoding().DER)
     return CaCertificate(subject=subject, not_after=cert.not_valid_after_utc, sha256=hashlib.sha256(der).hexdigest())
