@@ -120,7 +120,12 @@ def node_state(
     if live:
         same = all(a.get("fingerprint") == fingerprint for a in live)
         return NodeState.IN_FLIGHT if same else NodeState.IN_FLIGHT_STALE
-    succeeded = next((a for a in history if a["status"] == Status.SUCCEEDED.value), None)
+    # The success recorded last is what the node's trust store holds now (whatever the attempts' order).
+    succeeded = max(
+        (a for a in history if a["status"] == Status.SUCCEEDED.value),
+        key=lambda a: a.get("updated_at", ""),
+        default=None,
+    )
     if succeeded is not None and succeeded.get("fingerprint") == fingerprint:
         return NodeState.CURRENT
     return NodeState.DRIFTED

@@ -11,6 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from eks_ca_remediator import telemetry
 from eks_ca_remediator.adapters.ca_sources import read_source
 from eks_ca_remediator.bundle import CaBundle, canonical_bundle
+from eks_ca_remediator.errors import BundleError
 from eks_ca_remediator.models import Plan, Strategy, Trigger
 from eks_ca_remediator.settings import Settings
 
@@ -18,12 +19,19 @@ logger = Logger(child=True)
 
 
 def current_bundle(settings: Settings, cluster: str, now: float) -> CaBundle:
-    """The cluster's CA bundle: its sources merged, validated and canonical (sources cached briefly)."""
-    texts = [
-        read_source(source, now=now, max_age=settings.bundle_cache_seconds, inline_pem=settings.ca_bundle_inline)
-        for source in settings.sources_for(cluster)
-    ]
-    return canonical_bundle(*texts, now=datetime.fromtimestamp(now, UTC))
+    """The cluster's CA bundle: its sources merged, validated and canonical (sources cached briefly).
+
+    Each source is validated on its own first, so that an error names the source at fault.
+    """
+    at = datetime.fromtimestamp(now, UTC)
+    parts = []
+    for source in settings.sources_for(cluster):
+        text = read_source(source, now=now, max_age=settings.bundle_cache_seconds, inline_pem=settings.ca_bundle_inline)
+        try:
+            parts.append(canonical_bundle(text, now=at).pem)
+        except BundleError as exc:
+            raise BundleError(f"CA bundle source {source.uri}: {exc}") from exc
+    return canonical_bundle(*parts, now=at)
 
 
 def expiry_warnings(bundle: CaBundle, cluster: str, now: float, days: int) -> tuple[str, ...]:

@@ -1,0 +1,271 @@
+"""Rotation sweep through the real handler: moto + fake Run Command + a fake sweep queue."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eks_ca_remediator import wiring
+from eks_ca_remediator.errors import InvalidRequest
+from eks_ca_remediator.logic.plans import current_bundle
+from eks_ca_remediator.logic.sweep import Sweeper
+from remediate import handler as remediate
+from sweep import handler as sweep
+
+from tests.fakes.pki import make_cert
+from tests.fakes.world import BUNDLE_PARAMETER, FakeQueue, LambdaContext, World
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+@dataclass
+class SweepContext(LambdaContext):
+    """A Lambda context whose remaining time is plenty for `calls` reads, then nearly gone."""
+
+    calls: int = 10**9
+    seen: int = 0
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.seen += 1
+        return 900_000 if self.seen <= self.calls else 30_000
+
+
+@dataclass
+class Harness:
+    world: World
+    queue: FakeQueue
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def trigger(self, name: str = "sweep-scheduled.json", **changes: Any) -> dict[str, Any]:
+        now = datetime.fromtimestamp(self.world.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = json.loads((EVENTS / name).read_text()) | {"time": now} | changes
+        return sweep(event, LambdaContext())
+
+    def drain(self, budget_calls: int = 10**9, rounds: int | None = None) -> list[dict[str, Any]]:
+        """Deliver due sweep jobs one per invocation (BatchSize 1): `rounds` times, or until none is due."""
+        ran = []
+        for _ in range(rounds or 50):
+            due = self.queue.due()
+            if not due:
+                return ran
+            ran += [sweep({"Records": [record]}, SweepContext(calls=budget_calls)) for record in due]
+        if rounds is None:
+            raise AssertionError("sweep did not settle")
+        return ran
+
+    def rotate(self, common_name: str) -> str:
+        """Put a new CA in the bundle parameter and let the source cache expire; returns the fingerprint."""
+        ca, _ = make_cert(common_name)
+        w = self.world
+        w.ssm_parameters.put_parameter(Name=BUNDLE_PARAMETER, Value=ca, Type="SecureString", Overwrite=True)
+        w.clock.advance(w.settings.bundle_cache_seconds + 1)
+        return current_bundle(w.settings, "prod-a", w.clock()).fingerprint
+
+    def sent_fingerprints(self) -> dict[str, list[str]]:
+        """Per node, the fingerprint of every bundle it was sent, in order."""
+        per_node: dict[str, list[str]] = {}
+        for attempt in sorted(self.world.all_attempts(), key=lambda a: a.get("sent_at", "")):
+            if attempt.get("command_id"):
+                per_node.setdefault(attempt["pk"], []).append(attempt["fingerprint"])
+        return per_node
+
+
+@contextmanager
+def harness(**env: str) -> Iterator[Harness]:
+    env = {"SWEEP_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/sweep", **env}
+    with World.create(**env) as world:
+        queue = FakeQueue(world.clock)
+        sweeper = Sweeper(remediator=world.remediator, queue=queue)
+        original = wiring.sweeper
+        wiring.sweeper = lambda: sweeper
+        try:
+            yield Harness(world, queue)
+        finally:
+            wiring.sweeper = original
+
+
+def remediated(world: World, count: int, cluster: str = "prod-a") -> list[str]:
+    """`count` nodes whose latest attempt SUCCEEDED with the current bundle."""
+    nodes = world.add_nodes(count, cluster=cluster)
+    remediate({"cluster": cluster}, LambdaContext())
+    world.finish_all("Success")
+    return nodes
+
+
+def latest_succeeded(world: World, node: str) -> str | None:
+    done = [a for a in world.attempts(node) if a["status"] == "SUCCEEDED"]
+    return max(done, key=lambda a: a["updated_at"])["fingerprint"] if done else None
+
+
+# ---------------------------------------------------------------- drift
+
+
+def test_sweep_re_remediates_only_drifted_nodes():
+    with harness() as h:
+        w = h.world
+        old_nodes = remediated(w, 4)
+        new_fp = h.rotate("Rotated Root")
+        current_nodes = w.add_nodes(2)
+        remediate({"instance_id": current_nodes[0]}, LambdaContext())
+        remediate({"instance_id": current_nodes[1]}, LambdaContext())
+        w.finish_all("Success")
+        never = w.add_nodes(1)  # a node with no record at all is drifted too
+        prod_b_nodes = w.add_nodes(3, cluster="prod-b")  # prod-b reads the same parameter: swept too
+        w.ssm.commands.clear()
+
+        assert h.trigger()["clusters"] == ["prod-a", "prod-b"]
+        results = h.drain()
+
+        sent = sorted(i for c in w.ssm.commands for i in c["InstanceIds"])
+        prod_b = [r for r in results if r["cluster"] == "prod-b"][0]
+        assert prod_b["started"] == 3
+        prod_a = [r for r in results if r["cluster"] == "prod-a"][0]
+        assert prod_a["states"] == {"drifted": 5, "current": 2}
+        assert sent == sorted(old_nodes + never + prod_b_nodes)
+        assert {a["trigger"] for a in w.all_attempts() if a.get("trigger_key") == prod_a["sweep_id"]} == {"sweep"}
+        assert {c["Parameters"]["CaBundle"][0] for c in w.ssm.commands} == {
+            current_bundle(w.settings, "prod-a", w.clock()).b64
+        }
+
+        w.finish_all("Success")
+        w.ssm.commands.clear()
+        h.trigger(id="second-schedule")
+        again = h.drain()
+        assert w.ssm.commands == []
+        assert all(r["action"] == "complete" and r["started"] == 0 for r in again)
+        assert all(latest_succeeded(w, n) == new_fp for n in old_nodes + never + current_nodes)
+
+
+def test_a_change_event_sweeps_only_the_clusters_reading_that_source():
+    inline, _ = make_cert("Inline Root")
+    env = {"CA_BUNDLE_SOURCES": json.dumps({"prod-b": ["inline"]}), "CA_BUNDLE_INLINE": inline}
+    with harness(**env) as h:
+        assert h.trigger("sweep-parameter-changed.json")["clusters"] == ["prod-a"]
+        assert h.trigger("sweep-s3-object-created.json") == {"action": "ignored", "clusters": []}
+        assert h.trigger("sweep-secret-changed.json") == {"action": "ignored", "clusters": []}
+
+
+def test_redelivered_trigger_and_job_send_nothing_twice():
+    with harness() as h:
+        w = h.world
+        nodes = w.add_nodes(7)
+        h.trigger(id="same-event")
+        h.trigger(id="same-event")  # EventBridge redelivers: two identical jobs queued
+        for record in h.queue.due():  # and SQS delivers one of them twice
+            sweep({"Records": [record]}, SweepContext())
+            sweep({"Records": [record]}, SweepContext())
+        sent = Counter(i for c in w.ssm.commands for i in c["InstanceIds"])
+        assert sent == Counter({n: 1 for n in nodes})
+
+
+# ---------------------------------------------------------------- limits and continuation
+
+
+def test_in_flight_limit_holds_and_the_sweep_waits_for_room():
+    with harness(SWEEP_MAX_IN_FLIGHT="20", SWEEP_RECHECK_SECONDS="300") as h:
+        w = h.world
+        nodes = w.add_nodes(45)
+        w.add_nodes(3, cluster="prod-b")
+        h.trigger()
+        first = [r for r in h.drain() if r["cluster"] == "prod-a"]
+        assert [len(c["InstanceIds"]) for c in w.ssm.commands if set(c["InstanceIds"]) <= set(nodes)] == [20]
+        assert first[0]["action"] == "waiting"
+        assert first[0]["continue_in"] == 300
+        h.drain()  # not due yet: nothing happens, nothing more is sent
+        assert sum(len(c["InstanceIds"]) for c in w.ssm.commands) == 23
+
+        for _ in range(3):
+            w.finish_all("Success")
+            w.clock.advance(300)
+            h.drain()
+        sizes = [len(c["InstanceIds"]) for c in w.ssm.commands if set(c["InstanceIds"]) <= set(nodes)]
+        assert sizes == [20, 20, 5]
+        assert Counter(i for c in w.ssm.commands for i in c["InstanceIds"] if i in nodes) == Counter(nodes)
+
+
+def test_a_pass_short_of_time_continues_itself_without_skipping_or_repeating():
+    with harness() as h:
+        w = h.world
+        nodes = w.add_nodes(260)
+        h.trigger("sweep-parameter-changed.json")  # prod-a and prod-b both read that parameter
+        # Each invocation has time for 4 checks: reading 260 histories takes 3 (every 100 nodes),
+        # then one batch of 50 is sent, then it queues its continuation.
+        results = h.drain(budget_calls=4)
+        prod_a = [r for r in results if r["cluster"] == "prod-a"]
+        assert [r["action"] for r in prod_a] == ["continued"] * 5 + ["complete"]
+        assert [r["started"] for r in prod_a] == [50, 50, 50, 50, 50, 10]
+        sent = Counter(i for c in w.ssm.commands for i in c["InstanceIds"])
+        assert sent == Counter({n: 1 for n in nodes})
+        assert all(len(c["InstanceIds"]) <= 50 for c in w.ssm.commands)
+
+
+def test_ca_that_changes_mid_sweep_reaches_every_node_once_per_bundle():
+    with harness(SWEEP_RECHECK_SECONDS="300") as h:
+        w = h.world
+        nodes = remediated(w, 120)
+        w.ssm.commands.clear()
+        second = h.rotate("Second Root")
+        h.trigger("sweep-parameter-changed.json")
+        # one batch of 50 goes out with the second CA, then the pass runs short of time
+        [first_pass] = [r for r in h.drain(budget_calls=3, rounds=1) if r["cluster"] == "prod-a"]
+        assert first_pass["started"] == 50
+        assert first_pass["fingerprint"] == second
+        third = h.rotate("Third Root")  # the CA changes again before the continuation runs
+
+        results = [r for r in h.drain() if r["cluster"] == "prod-a"]
+        assert results[0]["fingerprint"] == third
+        assert results[0]["sweep_id"] != first_pass["sweep_id"]
+        assert results[0]["states"] == {"in_flight_stale": 50, "drifted": 70}
+        assert results[0]["action"] == "waiting"  # the 50 nodes busy with the second CA are re-checked
+
+        w.finish_all("Success")
+        w.clock.advance(300)
+        h.drain()
+        w.finish_all("Success")
+        assert all(latest_succeeded(w, n) == third for n in nodes)
+        per_node = h.sent_fingerprints()
+        assert all(len(fps) == len(set(fps)) for fps in per_node.values()), "a bundle was sent twice to a node"
+        # the first CA (manual invoke), then the third; the 50 caught mid-sweep got the second in between
+        assert sorted(len(per_node[n]) for n in nodes) == [2] * 70 + [3] * 50
+
+
+# ---------------------------------------------------------------- handler edges
+
+
+def test_sample_sweep_job_runs_a_pass():
+    with harness() as h:
+        h.world.add_nodes(2)
+        body = json.loads((EVENTS / "sweep-job-sqs.json").read_text())
+        result = sweep(body, SweepContext())
+        assert result["action"] == "complete"
+        assert result["started"] == 2
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"Records": []}, "expected 1 message per invocation"),
+        ({"Records": [{"body": "{"}]}, "unreadable message"),
+        ({"Records": [{"body": '{"origin": "x", "cluster": "prod a", "started_at": 1}'}]}, "cluster"),
+        (
+            {
+                "id": "x",
+                "source": "aws.ec2",
+                "detail-type": "EC2 Instance State-change Notification",
+                "time": "2026-11-26T10:00:00Z",
+            },
+            "unsupported event aws.ec2",
+        ),
+        (["not", "an", "object"], "expected a JSON object"),
+    ],
+)
+def test_bad_sweep_inputs_are_clear_errors(event, message):
+    with harness(), pytest.raises(InvalidRequest, match=message):
+        sweep(event, SweepContext())
