@@ -41,13 +41,16 @@ class Status(StrEnum):
     TIMED_OUT = "TIMED_OUT"
     SKIPPED = "SKIPPED"
     DRY_RUN = "DRY_RUN"
+    NOT_REMEDIABLE = "NOT_REMEDIABLE"  # a pull failure our CA cannot fix (expired, wrong host, 401, ...)
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.SKIPPED, Status.DRY_RUN})
+TERMINAL_STATUSES = frozenset(
+    {Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.SKIPPED, Status.DRY_RUN, Status.NOT_REMEDIABLE}
+)
 
 
 class _Strict(BaseModel):

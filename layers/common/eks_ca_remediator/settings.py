@@ -55,6 +55,10 @@ class Settings(BaseModel):
     command_timeout_seconds: Annotated[int, Field(default=600, ge=30, le=3600, alias="COMMAND_TIMEOUT_SECONDS")]
     record_ttl_days: Annotated[int, Field(default=90, ge=1, le=3650, alias="RECORD_TTL_DAYS")]
     bundle_cache_seconds: Annotated[int, Field(default=300, ge=0, le=3600, alias="BUNDLE_CACHE_SECONDS")]
+    # Pull-failure trigger: at most one remediation per node per window of this many seconds.
+    pull_failure_cooldown_seconds: Annotated[
+        int, Field(default=900, ge=60, le=86400, alias="PULL_FAILURE_COOLDOWN_SECONDS")
+    ]
     document_step: str = "remediateCa"
 
     _split_lists = field_validator("enrolled_clusters", "registry_hosts", mode="before")(_split)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +30,18 @@ def _instance(raw: dict[str, Any]) -> Instance:
     )
 
 
+DESCRIBE_BATCH = 200  # instance ids, or values of one filter, per DescribeInstances call
+CACHE_LIMIT = 20_000
+
+
 class Ec2Reader:
-    def __init__(self, ec2_client: Any) -> None:
+    def __init__(
+        self, ec2_client: Any, cache_seconds: float = 300, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._ec2 = ec2_client
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._cache: dict[str, tuple[float, Instance | None]] = {}
 
     def _describe(self, **kwargs: Any) -> list[Instance]:
         found = []
@@ -43,7 +53,7 @@ class Ec2Reader:
     def instances(self, instance_ids: Sequence[str]) -> dict[str, Instance]:
         """Instances by id; ids EC2 does not know are absent from the result (never an error)."""
         found: dict[str, Instance] = {}
-        for batch in chunks(list(dict.fromkeys(instance_ids)), 200):
+        for batch in chunks(list(dict.fromkeys(instance_ids)), DESCRIBE_BATCH):
             try:
                 found.update((i.instance_id, i) for i in self._describe(InstanceIds=batch))
             except ClientError as exc:
@@ -56,6 +66,38 @@ class Ec2Reader:
                         if inner.response["Error"]["Code"] != "InvalidInstanceID.NotFound":
                             raise
         return found
+
+    def cached_instances(self, instance_ids: Sequence[str]) -> dict[str, Instance]:
+        """`instances()`, remembered for cache_seconds in this warm Lambda (log floods repeat nodes)."""
+        return self._cached("id:", instance_ids, self.instances)
+
+    def by_private_dns_name(self, hostnames: Sequence[str]) -> dict[str, Instance]:
+        """Instances by private DNS name: up to 200 names per DescribeInstances call (filter
+        private-dns-name), remembered for cache_seconds in this warm Lambda - unknown names too."""
+        return self._cached("dns:", hostnames, self._describe_by_dns_name)
+
+    def _describe_by_dns_name(self, hostnames: Sequence[str]) -> dict[str, Instance]:
+        found: dict[str, Instance] = {}
+        for batch in chunks(list(hostnames), DESCRIBE_BATCH):
+            found.update(
+                (i.private_dns_name, i) for i in self._describe(Filters=[{"Name": "private-dns-name", "Values": batch}])
+            )
+        return found
+
+    def _cached(
+        self, kind: str, keys: Sequence[str], fetch: Callable[[Sequence[str]], dict[str, Instance]]
+    ) -> dict[str, Instance]:
+        now = self._clock()
+        wanted = list(dict.fromkeys(keys))
+        known = {k: hit for k in wanted if (hit := self._cache.get(kind + k)) is not None and hit[0] > now}
+        missing = [k for k in wanted if k not in known]
+        if missing:
+            if len(self._cache) > CACHE_LIMIT:
+                self._cache.clear()
+            found = fetch(missing)
+            for key in missing:
+                known[key] = self._cache[kind + key] = (now + self._cache_seconds, found.get(key))
+        return {k: instance for k, (_, instance) in known.items() if instance is not None}
 
     def instance(self, instance_id: str) -> Instance:
         found = self.instances([instance_id]).get(instance_id)

@@ -86,14 +86,18 @@ class RecordStore:
         sk: str,
         fields: Mapping[str, Any],
         only_if_status_in: Iterable[Status] | None = None,
+        only_if_unchanged: Mapping[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        """Set fields on an existing attempt; None when `only_if_status_in` does not hold."""
+        """Set fields on an existing attempt; None when a condition does not hold: `only_if_status_in`,
+        or `only_if_unchanged` (each field still has the value read, None = still absent)."""
         names = {f"#upd{i}": name for i, name in enumerate(fields)}
         values = {f":upd{i}": _to_dynamo(value) for i, value in enumerate(fields.values())}
         expression = "SET " + ", ".join(f"#upd{i} = :upd{i}" for i in range(len(fields)))
         condition = Attr("pk").exists()
         if only_if_status_in is not None:
             condition &= Attr("status").is_in([s.value for s in only_if_status_in])
+        for name, value in (only_if_unchanged or {}).items():
+            condition &= Attr(name).not_exists() if value is None else Attr(name).eq(_to_dynamo(value))
         try:
             raw = self._table.update_item(
                 Key={"pk": instance_id, "sk": sk},

@@ -69,9 +69,12 @@ class Remediator:
         now = self.clock()
         attempts: list[dict[str, Any]] = []
         fresh: list[dict[str, Any]] = []
+        new: set[str] = set()  # instance ids whose attempt this call created
         for target in targets:
             created, item = self.records.create_attempt(self._new_attempt(target, plan, trigger_key, created_at, now))
             attempts.append(item)
+            if created:
+                new.add(target.instance_id)
             if created or (Status(item["status"]) in WAITING and not item.get("command_id")):
                 fresh.append(item)
             else:
@@ -81,10 +84,24 @@ class Remediator:
             pings = self.run_command.ping_status([a["pk"] for a in fresh])
             online = [a for a in fresh if pings.get(a["pk"]) == "Online"]
             waiting = [a for a in fresh if pings.get(a["pk"]) != "Online"]
-            self.dispatch(online, plan)
+            self.dispatch([a for a in online if a["pk"] in new], plan)
+            self._dispatch_with_own_plans([a for a in online if a["pk"] not in new])
             for attempt in waiting:
                 self._wait(attempt, checks=0, delay=agent_recheck_delay(0, self.settings.agent_recheck_seconds))
         return [self.records.get_attempt(a["pk"], a["sk"]) or a for a in attempts]
+
+    def note(
+        self, targets: Sequence[Target], plan: Plan, trigger_key: str, created_at: float, status: Status, reason: str
+    ) -> list[dict[str, Any]]:
+        """Record an outcome reached without sending anything (e.g. NOT_REMEDIABLE), one item per
+        target; the same conditional put as start(), so a repeated trigger records nothing twice."""
+        now = self.clock()
+        notes = []
+        for target in targets:
+            item = self._new_attempt(target, plan, trigger_key, created_at, now)
+            item.update(status=status.value, reason=reason, completed_at=iso(now))
+            notes.append(self.records.create_attempt(item)[1])
+        return notes
 
     def _new_attempt(
         self, target: Target, plan: Plan, trigger_key: str, created_at: float, now: float
@@ -140,7 +157,7 @@ class Remediator:
             return
         pings = self.run_command.ping_status([m.instance_id for m, _ in live])
         states = {i: inst.state for i, inst in self.ec2.instances([m.instance_id for m, _ in live]).items()}
-        ready: dict[str, list[dict[str, Any]]] = {}
+        ready: list[dict[str, Any]] = []
         for message, attempt in live:
             state = states.get(message.instance_id, "terminated")
             decision = agent_wait_decision(
@@ -152,13 +169,12 @@ class Remediator:
                 waited=self._waited(message, now),
             )
             if isinstance(decision, SendNow):
-                ready.setdefault(self._plan_key(attempt), []).append(attempt)
+                ready.append(attempt)
             elif isinstance(decision, GiveUp):
                 self._finish(attempt, Status.FAILED, decision.reason, now)
             else:
                 self._wait(attempt, checks=message.checks + 1, delay=decision.delay_seconds)
-        for group in ready.values():
-            self.dispatch(group, self._plan_of(group[0]))
+        self._dispatch_with_own_plans(ready)
 
     def _waited(self, message: AgentWaitMessage, now: float) -> float:
         """Seconds since the attempt started waiting (its deadline was set then)."""
@@ -174,6 +190,15 @@ class Remediator:
     def _plan_of(self, attempt: dict[str, Any]) -> Plan:
         """Rebuild the plan of a waiting attempt, with the CA bundle as it is now."""
         return plan_for_attempt(self.settings, attempt, self.clock())
+
+    def _dispatch_with_own_plans(self, attempts: Sequence[dict[str, Any]]) -> None:
+        """Send attempts an earlier trigger created with the plan each was created with (a later
+        trigger mapping to the same attempt may carry other registry hosts or strategy)."""
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for attempt in attempts:
+            groups.setdefault(self._plan_key(attempt), []).append(attempt)
+        for group in groups.values():
+            self.dispatch(group, self._plan_of(group[0]))
 
     # ------------------------------------------------------------------ dispatch
 
@@ -220,6 +245,8 @@ class Remediator:
             attempt["sk"],
             {"send_batch": batch_id, "send_started_at": now, "updated_at": iso(now)},
             only_if_status_in=WAITING,
+            # compare-and-set: of concurrent invocations that read the same send_batch, one wins
+            only_if_unchanged={"send_batch": earlier or None},
         )
         return updated is not None and updated.get("send_batch") == batch_id
 

@@ -1,0 +1,319 @@
+"""Image-pull failures in node logs: decode, attribute to a node, classify. Pure: no I/O, no clock.
+
+A CloudWatch Logs subscription delivers one log stream's events per payload. Each event is either
+a plain line (kubelet/containerd journald text) or a JSON record written by a shipper:
+
+- Container Insights dataplane (Fluent Bit `systemd` input + `aws` filter):
+  `{"hostname": "ip-10-0-1-23.ec2.internal", "systemd_unit": "kubelet.service", "message": "...",
+  "ec2_instance_id": "i-...", "az": "..."}` in stream `ip-10-0-1-23.ec2.internal-dataplane.systemd.kubelet.service`;
+- Fluent Bit journald records as read: `{"_HOSTNAME": ..., "_SYSTEMD_UNIT": ..., "MESSAGE": ...}`;
+- tail-based records: `{"log": "...", "kubernetes": {"host": ...}}` or `{"host": ..., "log": ...}`.
+
+The node is the EC2 instance id when the record or stream name carries one, else its private DNS
+hostname (`ip-10-0-1-23.ec2.internal`, `ip-10-0-1-23.us-west-2.compute.internal`), resolved to an
+instance id later with batched EC2 lookups.
+
+Only `x509: certificate signed by unknown authority` (both Go wordings; the newer one, `tls: failed
+to verify certificate: x509: ...`, contains the older) in a pull context is remediable by
+installing our CA. Other pull failures are NOT_REMEDIABLE with a reason; lines that are not pull
+failures at all (webhooks, metrics scrapes, successful pulls, back-off notices) are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes.cloud_watch_logs_event import CloudWatchLogsEvent
+
+from eks_ca_remediator.errors import InvalidRequest
+from eks_ca_remediator.models import INSTANCE_ID_RE, REGISTRY_HOST_RE, Strategy
+
+UNKNOWN_AUTHORITY = "x509: certificate signed by unknown authority"
+# Both Go wordings contain this phrase, so one quoted term matches them; the other terms let the
+# failures our CA cannot fix reach us too, to be recorded NOT_REMEDIABLE with their reason.
+FILTER_TERMS = (UNKNOWN_AUTHORITY, "x509: certificate has expired", "x509: certificate is valid for")
+FILTER_PATTERN = " ".join(f'?"{term}"' for term in FILTER_TERMS)
+MAX_REGISTRY_HOSTS = 20  # the document's RegistryHosts pattern allows 20 entries
+
+_INSTANCE_IN_TEXT = re.compile(r"(?<!\w)(i-[0-9a-f]{17}|i-[0-9a-f]{8})(?![\w-])")
+_PRIVATE_DNS = re.compile(
+    r"(?<![\w.])(ip-\d{1,3}-\d{1,3}-\d{1,3}-\d{1,3}\.(?:ec2\.internal|[a-z]{2}(?:-[a-z]+)+-\d\.compute\.internal))"
+)
+_PULL_CONTEXT = re.compile(
+    r"PullImage|[Ff]ailed to pull|pull and unpack image|ErrImagePull|failed to resolve reference|httpReadSeeker"
+)
+# The image a line is about: kubelet `Failed to pull image "..."`, containerd `PullImage "..."` and
+# `failed to pull and unpack image "..."`, klog `image="..."`. Quotes may be escaped once or twice.
+_IMAGE = re.compile(
+    r"(?:PullImage|[Ff]ailed to pull image|pull and unpack image|failed to resolve reference|image=)"
+    r'\s*\\*"([^"\\\s]+)'
+)
+# The request that failed, as Go's url.Error prints it: `Head "https://host/v2/...": ...`.
+_REQUEST_HOST = re.compile(r'(?:Head|Get|Post|HEAD|GET|POST)\s+\\*"?https://([^/"\\\s?#]+)')
+_ECR = re.compile(r"^\d{12}\.dkr\.ecr(?:-fips)?\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?$")
+_S3 = re.compile(r"^(?:[a-z0-9.-]+\.)?s3[.-](?:[a-z0-9-]+\.)*amazonaws\.com(?:\.cn)?$")
+
+_WORTH_A_LOOK = ("x509", "pull", "Pull")  # every line classify() can accept holds one of these
+_TEXT_FIELDS = ("message", "MESSAGE", "log", "msg")
+_INSTANCE_FIELDS = ("ec2_instance_id", "instance_id", "InstanceId", "instanceId")
+_HOST_FIELDS = ("hostname", "_HOSTNAME", "host", "NodeName", "nodeName")
+
+# Ordered: the first marker a line holds decides. (marker, kind, why a CA cannot fix it)
+_NOT_REMEDIABLE = (
+    (
+        "x509: certificate has expired or is not yet valid",
+        "certificate-expired",
+        "the registry certificate has expired or is not yet valid",
+    ),
+    ("x509: certificate is valid for", "hostname-mismatch", "the registry certificate does not name this host"),
+    ("doesn't contain any IP SANs", "hostname-mismatch", "the registry certificate does not name this IP address"),
+    (
+        "x509: certificate relies on legacy Common Name field",
+        "hostname-mismatch",
+        "the registry certificate has no subjectAltName (legacy Common Name only)",
+    ),
+    ("401 Unauthorized", "unauthorized", "the registry refused the credentials (401)"),
+    ("no basic auth credentials", "unauthorized", "no registry credentials (401)"),
+    ("unauthorized:", "unauthorized", "the registry refused the credentials (401)"),
+    ("403 Forbidden", "forbidden", "the registry denied access (403)"),
+    ("denied:", "forbidden", "the registry denied access (403)"),
+    ("manifest unknown", "manifest-unknown", "the image or tag does not exist in the registry"),
+    (": not found", "manifest-unknown", "the image or tag does not exist in the registry"),
+    ("i/o timeout", "timeout", "the registry did not answer in time"),
+    ("TLS handshake timeout", "timeout", "the registry did not answer in time"),
+    ("context deadline exceeded", "timeout", "the registry did not answer in time"),
+    ("connection timed out", "timeout", "the registry did not answer in time"),
+)
+
+
+# ---------------------------------------------------------------- the subscription payload
+
+
+@dataclass(frozen=True)
+class LogBatch:
+    """One decoded subscription payload: a single log stream's events."""
+
+    message_type: str
+    log_group: str
+    log_stream: str
+    messages: tuple[str, ...]
+
+
+def decode_subscription(event: Any) -> LogBatch:
+    """Decode `{"awslogs": {"data": base64(gzip(json))}}` with Powertools; InvalidRequest says what is wrong."""
+    if not isinstance(event, dict) or not isinstance(event.get("awslogs"), dict):
+        raise InvalidRequest("CloudWatch Logs payload: expected {'awslogs': {'data': ...}}")
+    data = event["awslogs"].get("data")
+    if not isinstance(data, str) or not data:
+        raise InvalidRequest("CloudWatch Logs payload: awslogs.data must be a non-empty base64 string")
+    try:
+        decoded = CloudWatchLogsEvent(event).parse_logs_data()
+        raw = decoded.raw_event
+    except ValueError as exc:  # base64 (binascii.Error), UTF-8 and JSON errors are all ValueErrors
+        raise InvalidRequest(f"CloudWatch Logs payload: awslogs.data does not decode: {exc}") from exc
+    except zlib.error as exc:
+        raise InvalidRequest(f"CloudWatch Logs payload: awslogs.data is not (complete) gzip: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"CloudWatch Logs payload: decoded data is a {type(raw).__name__}, not an object")
+    message_type = raw.get("messageType")
+    if message_type not in ("DATA_MESSAGE", "CONTROL_MESSAGE"):
+        raise InvalidRequest(f"CloudWatch Logs payload: unknown messageType {str(message_type)[:40]!r}")
+    events = raw.get("logEvents", [])
+    if not isinstance(events, list):
+        raise InvalidRequest("CloudWatch Logs payload: logEvents is not a list")
+    messages = tuple(e["message"] for e in events if isinstance(e, dict) and isinstance(e.get("message"), str))
+    return LogBatch(message_type, str(raw.get("logGroup", "")), str(raw.get("logStream", "")), messages)
+
+
+# ---------------------------------------------------------------- one log line
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """Who logged a line: an instance id, or a private DNS hostname to resolve."""
+
+    instance_id: str = ""
+    hostname: str = ""
+
+
+@dataclass(frozen=True)
+class PullFailure:
+    kind: str  # unknown-authority | certificate-expired | hostname-mismatch | unauthorized | ...
+    reason: str
+    registry: str  # registry host[:port] of the image, "" when the line names none
+    image: str
+    failing_host: str  # host of the request that failed ("" when the line does not say)
+
+    @property
+    def remediable(self) -> bool:
+        return self.kind == "unknown-authority"
+
+
+@dataclass(frozen=True)
+class PullFailureLine:
+    node: NodeRef | None
+    failure: PullFailure
+
+
+def _json_record(message: str) -> dict[str, Any] | None:
+    if not message.startswith("{"):
+        return None
+    try:
+        record = json.loads(message)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _text_of(record: Mapping[str, Any]) -> str:
+    for key in _TEXT_FIELDS:
+        value = record.get(key)
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+def node_of(record: Mapping[str, Any] | None, log_stream: str) -> NodeRef | None:
+    """The node from the shipper's fields, else from the log stream name."""
+    if record is not None:
+        for key in _INSTANCE_FIELDS:
+            value = record.get(key)
+            if isinstance(value, str) and INSTANCE_ID_RE.fullmatch(value):
+                return NodeRef(instance_id=value)
+        kubernetes = record.get("kubernetes")
+        hosts = [record.get(key) for key in _HOST_FIELDS]
+        if isinstance(kubernetes, dict):
+            hosts.append(kubernetes.get("host"))
+        for value in hosts:
+            if isinstance(value, str):
+                if match := _INSTANCE_IN_TEXT.search(value):
+                    return NodeRef(instance_id=match.group(1))
+                if match := _PRIVATE_DNS.fullmatch(value.lower()):
+                    return NodeRef(hostname=match.group(1))
+    if match := _INSTANCE_IN_TEXT.search(log_stream):
+        return NodeRef(instance_id=match.group(1))
+    if match := _PRIVATE_DNS.search(log_stream.lower()):
+        return NodeRef(hostname=match.group(1))
+    return None
+
+
+def registry_of(image: str) -> str:
+    """The registry host[:port] of an image reference (Docker's rule: a first component with a
+    dot or port, or `localhost`, is a registry; anything else is on docker.io)."""
+    first, slash, _ = image.partition("/")
+    if not slash:
+        return "docker.io"
+    if "." in first or ":" in first or first == "localhost":
+        return first.lower()
+    return "docker.io"
+
+
+def classify(text: str) -> PullFailure | None:
+    """The pull failure a log line reports, or None when it is not one."""
+    context = _PULL_CONTEXT.search(text)
+    if context is None:
+        return None
+    image_match = _IMAGE.search(text, context.start())
+    image = image_match.group(1) if image_match else ""
+    host_match = _REQUEST_HOST.search(text)
+    failing_host = host_match.group(1).lower() if host_match else ""
+    registry = registry_of(image) if image else failing_host
+    if registry and not REGISTRY_HOST_RE.fullmatch(registry):
+        registry = ""
+    if UNKNOWN_AUTHORITY in text:
+        who = registry or failing_host or "the registry"
+        return PullFailure("unknown-authority", f"x509 unknown authority from {who}", registry, image, failing_host)
+    for marker, kind, why in _NOT_REMEDIABLE:
+        if marker in text:
+            return PullFailure(kind, why, registry, image, failing_host)
+    if (at := text.find("x509: ")) >= 0:
+        detail = text[at : at + 160].split('"', 1)[0].rstrip("\\")
+        return PullFailure("tls-other", f"TLS failure a CA cannot fix: {detail}", registry, image, failing_host)
+    return None
+
+
+def parse_line(message: str, log_stream: str) -> PullFailureLine | None:
+    """Classify one log event; None for anything that is not an image-pull failure."""
+    if not any(word in message for word in _WORTH_A_LOOK):
+        return None
+    record = _json_record(message)
+    text = _text_of(record) if record is not None else message
+    failure = classify(text)
+    if failure is None:
+        return None
+    return PullFailureLine(node_of(record, log_stream), failure)
+
+
+# ---------------------------------------------------------------- per node
+
+
+def is_ecr(host: str) -> bool:
+    """A private ECR registry, or the S3 host its layer downloads are redirected to."""
+    host = host.split(":", 1)[0]
+    return bool(_ECR.fullmatch(host) or _S3.fullmatch(host))
+
+
+@dataclass
+class NodeFailures:
+    """What one node's lines in this payload say."""
+
+    remediable: bool = False
+    remediable_hosts: set[str] = field(default_factory=set)
+    images: set[str] = field(default_factory=set)
+    not_remediable: dict[tuple[str, str], PullFailure] = field(default_factory=dict)
+
+    def add(self, failure: PullFailure) -> None:
+        if not failure.remediable:
+            self.not_remediable.setdefault((failure.kind, failure.registry), failure)
+            return
+        self.remediable = True
+        if failure.image:
+            self.images.add(failure.image)
+        for host in (failure.registry, failure.failing_host):
+            # the redirected S3 layer host is worth verifying; another registry's token host is not ours
+            if host and (host == failure.registry or is_ecr(host)):
+                self.remediable_hosts.add(host)
+
+
+def registry_hosts(failures: NodeFailures) -> tuple[str, ...]:
+    return tuple(sorted(failures.remediable_hosts))[:MAX_REGISTRY_HOSTS]
+
+
+def strategy_for(default: Strategy, hosts: Iterable[str]) -> tuple[Strategy, str]:
+    """The strategy for a node whose pulls from `hosts` fail with x509 unknown authority, and why.
+
+    ECR behind a TLS-intercepting proxy: the proxy re-signs ECR and the S3 host its layer downloads
+    are redirected to; a per-registry hosts.toml cannot cover the redirected host, so only the
+    system trust store (+ a containerd restart when it predates the bundle) fixes it.
+    """
+    hosts = list(hosts)
+    shown = ", ".join(hosts) or "an unnamed registry"
+    why = f"pull failure: x509 unknown authority from {shown}"
+    if not any(is_ecr(h) for h in hosts):
+        return default, why
+    strategy = Strategy.AUTO if default is Strategy.HOSTS_TOML else default
+    return strategy, (
+        f"{why}; ECR through a TLS-intercepting proxy: its layer downloads are redirected to S3, which a "
+        f"per-registry hosts.toml cannot cover, so strategy {strategy.value} (system trust store + containerd "
+        "restart when it predates the bundle)"
+    )
+
+
+def window_start(now: float, cooldown_seconds: int) -> float:
+    """Start of the cooldown window `now` falls in (windows are aligned to the epoch)."""
+    return float(int(now // cooldown_seconds) * cooldown_seconds)
+
+
+def remediation_key(fingerprint: str) -> str:
+    """Attempt key of a node's pull-failure remediation: with the window start in the attempt's sort
+    key, one attempt per (node, window, CA bundle) - a conditional put turns the flood into no-ops."""
+    return f"ca-{fingerprint[:16]}"
+
+
+def not_remediable_key(failure: PullFailure) -> str:
+    return f"nr-{failure.kind}-{failure.registry or 'unknown'}"
