@@ -6,7 +6,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from eks_ca_remediator import telemetry, wiring
-from eks_ca_remediator.edge import parse
+from eks_ca_remediator.edge import own_origin, parse
 from eks_ca_remediator.errors import InvalidRequest
 from eks_ca_remediator.logic.agent_wait import on_agent_wait
 from eks_ca_remediator.models import AgentWaitMessage
@@ -18,6 +18,7 @@ metrics = Metrics()
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @telemetry.publish(metrics)
+@own_origin
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Parse every message; re-check the valid ones in one pass. Failed ids are redelivered by SQS
     and, after maxReceiveCount, moved to the dead-letter queue - never dropped."""

@@ -7,7 +7,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from eks_ca_remediator import telemetry, wiring
-from eks_ca_remediator.edge import parse
+from eks_ca_remediator.edge import own_origin, parse
 from eks_ca_remediator.errors import InvalidRequest
 from eks_ca_remediator.logic.sweep import on_sweep
 from eks_ca_remediator.sweeps import SweepJob, SweepTrigger
@@ -32,6 +32,7 @@ def _request(event: Any) -> SweepTrigger | SweepJob:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @telemetry.publish(metrics)
+@own_origin
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """A failed job raises: SQS redelivers it and, after maxReceiveCount, moves it to the dead-letter queue."""
     request = _request(event)

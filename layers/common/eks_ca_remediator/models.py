@@ -112,6 +112,11 @@ class ManualRequest(_Strict):
     strategy: Strategy | None = None
     dry_run: bool | None = None
     reason: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = ""
+    # Remediate even while the cluster's circuit breaker is open (automatic triggers are paused).
+    force: bool = False
+    # Optional: the deployment the caller means; another account or region is refused (edge.py).
+    account: Annotated[str, StringConstraints(pattern=r"^\d{12}$")] | None = None
+    region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")] | None = None
 
     @model_validator(mode="after")
     def _exactly_one_target(self) -> ManualRequest:
