@@ -11,6 +11,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from eks_ca_remediator import wiring
+from eks_ca_remediator.edge import own_origin
 from eks_ca_remediator.errors import InvalidRequest
 from eks_ca_remediator.logic.pull_failure import on_pull_failures
 from eks_ca_remediator.pull_failures import decode_subscription
@@ -21,6 +22,7 @@ metrics = Metrics()
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
+@own_origin
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         batch = decode_subscription(event)

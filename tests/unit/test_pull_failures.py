@@ -9,8 +9,6 @@ import re
 from pathlib import Path
 
 import pytest
-from ssm_document import load_template
-
 from eks_ca_remediator.errors import InvalidRequest
 from eks_ca_remediator.models import Strategy
 from eks_ca_remediator.pull_failures import (
@@ -19,11 +17,13 @@ from eks_ca_remediator.pull_failures import (
     decode_subscription,
     is_ecr,
     parse_line,
+    parse_lines,
     registry_hosts,
     registry_of,
     strategy_for,
     window_start,
 )
+from ssm_document import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = json.loads((ROOT / "tests/fixtures/pull_failure_lines.json").read_text())
@@ -63,6 +63,22 @@ TLS_KINDS = ("unknown-authority", "certificate-expired", "hostname-mismatch")
 @pytest.mark.parametrize("case", [c for c in CASES if c["expect"] and c["expect"]["kind"] in TLS_KINDS])
 def test_subscription_filter_passes_every_tls_pull_failure(case):
     assert filter_matches(FILTER_PATTERN, case["message"])
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["message"].startswith("{") and c["expect"]], ids=str)
+def test_json_records_with_escaped_slashes_or_unicode_read_the_same(case):
+    fast = parse_line(case["message"], case["log_stream"])
+    escaped = case["message"].replace("/", "\\/").replace("&", "\\u0026")
+    assert "\\/" in escaped
+    assert parse_line(escaped, case["log_stream"]) == fast
+
+
+def test_one_payload_classifies_a_flood_once_per_failure_and_keeps_every_line():
+    case = CASES[0]
+    lines = [case["message"].replace("10:00:01.123456", f"10:00:{i:02d}.000001") for i in range(50)]
+    found = parse_lines([*lines, "unrelated"], case["log_stream"])
+    assert len(found) == 50
+    assert {line.failure for line in found} == {parse_line(case["message"], case["log_stream"]).failure}
 
 
 def test_filter_pattern_matches_both_go_wordings():

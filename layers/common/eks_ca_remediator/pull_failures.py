@@ -44,9 +44,6 @@ _INSTANCE_IN_TEXT = re.compile(r"(?<!\w)(i-[0-9a-f]{17}|i-[0-9a-f]{8})(?![\w-])"
 _PRIVATE_DNS = re.compile(
     r"(?<![\w.])(ip-\d{1,3}-\d{1,3}-\d{1,3}-\d{1,3}\.(?:ec2\.internal|[a-z]{2}(?:-[a-z]+)+-\d\.compute\.internal))"
 )
-_PULL_CONTEXT = re.compile(
-    r"PullImage|[Ff]ailed to pull|pull and unpack image|ErrImagePull|failed to resolve reference|httpReadSeeker"
-)
 # The image a line is about: kubelet `Failed to pull image "..."`, containerd `PullImage "..."` and
 # `failed to pull and unpack image "..."`, klog `image="..."`. Quotes may be escaped once or twice.
 _IMAGE = re.compile(
@@ -58,6 +55,20 @@ _REQUEST_HOST = re.compile(r'(?:Head|Get|Post|HEAD|GET|POST)\s+\\*"?https://([^/
 _ECR = re.compile(r"^\d{12}\.dkr\.ecr(?:-fips)?\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?$")
 _S3 = re.compile(r"^(?:[a-z0-9.-]+\.)?s3[.-](?:[a-z0-9-]+\.)*amazonaws\.com(?:\.cn)?$")
 
+# Node fields as they appear in a JSON record's raw text (str.find is far cheaper than a regex scan).
+_RAW_INSTANCE_KEYS = tuple(f'"{key}":' for key in ("ec2_instance_id", "instance_id", "InstanceId", "instanceId"))
+_RAW_HOST_KEYS = tuple(f'"{key}":' for key in ("hostname", "_HOSTNAME", "host", "NodeName", "nodeName"))
+_RAW_VALUE = re.compile(r'\s*"([a-z0-9.-]{3,128})"')
+# A line is about an image pull when it holds one of these.
+_CONTEXT_MARKERS = (
+    "PullImage",
+    "Failed to pull",
+    "failed to pull",
+    "pull and unpack image",
+    "ErrImagePull",
+    "failed to resolve reference",
+    "httpReadSeeker",
+)
 _WORTH_A_LOOK = ("x509", "pull", "Pull")  # every line classify() can accept holds one of these
 _TEXT_FIELDS = ("message", "MESSAGE", "log", "msg")
 _INSTANCE_FIELDS = ("ec2_instance_id", "instance_id", "InstanceId", "instanceId")
@@ -215,10 +226,10 @@ def registry_of(image: str) -> str:
 
 def classify(text: str) -> PullFailure | None:
     """The pull failure a log line reports, or None when it is not one."""
-    context = _PULL_CONTEXT.search(text)
-    if context is None:
+    start = _context_start(text)
+    if start < 0:
         return None
-    image_match = _IMAGE.search(text, context.start())
+    image_match = _IMAGE.search(text, start)
     image = image_match.group(1) if image_match else ""
     host_match = _REQUEST_HOST.search(text)
     failing_host = host_match.group(1).lower() if host_match else ""
@@ -237,16 +248,78 @@ def classify(text: str) -> PullFailure | None:
     return None
 
 
-def parse_line(message: str, log_stream: str) -> PullFailureLine | None:
-    """Classify one log event; None for anything that is not an image-pull failure."""
-    if not any(word in message for word in _WORTH_A_LOOK):
-        return None
+def _parse_decoded(message: str, log_stream: str) -> PullFailureLine | None:
+    """The thorough way: decode a JSON record, classify its text field."""
     record = _json_record(message)
-    text = _text_of(record) if record is not None else message
-    failure = classify(text)
+    failure = classify(_text_of(record) if record is not None else message)
     if failure is None:
         return None
     return PullFailureLine(node_of(record, log_stream), failure)
+
+
+def _raw_field(record_text: str, key: str) -> str:
+    at = record_text.find(key)
+    if at <= 0 or record_text[at - 1] == "\\":  # absent, or inside an escaped string
+        return ""
+    match = _RAW_VALUE.match(record_text, at + len(key))
+    return match.group(1) if match else ""
+
+
+def _raw_node(record_text: str) -> NodeRef | None:
+    """The node named by a shipper field of a JSON record, read without decoding it."""
+    for key in _RAW_INSTANCE_KEYS:
+        if (value := _raw_field(record_text, key)) and INSTANCE_ID_RE.fullmatch(value):
+            return NodeRef(instance_id=value)
+    for key in _RAW_HOST_KEYS:
+        if (value := _raw_field(record_text, key)) and _PRIVATE_DNS.fullmatch(value):
+            return NodeRef(hostname=value)
+    return None
+
+
+def _context_start(text: str) -> int:
+    found = [at for marker in _CONTEXT_MARKERS if (at := text.find(marker)) >= 0]
+    return min(found) if found else -1
+
+
+def parse_lines(messages: Iterable[str], log_stream: str) -> list[PullFailureLine]:
+    """The pull failures among one payload's events (one log stream), in order.
+
+    A flood repeats one failure in lines that differ only before it (timestamps, pids), so a
+    classification is kept per payload under the text from the pull context on. JSON records are
+    classified on their raw text - the markers and `\\*"`-tolerant patterns read the same escaped -
+    unless the shipper escaped `/` or used `\\u` escapes, which are decoded first.
+    """
+    seen: dict[str, PullFailure | None] = {}
+    lines: list[PullFailureLine] = []
+    for message in messages:
+        if not any(word in message for word in _WORTH_A_LOOK):
+            continue
+        is_json = message.startswith("{")
+        if is_json and ("\\/" in message or "\\u" in message):
+            if line := _parse_decoded(message, log_stream):
+                lines.append(line)
+            continue
+        start = _context_start(message)
+        if start < 0:
+            continue
+        key = message[start:]
+        if key in seen:
+            failure = seen[key]
+        else:
+            failure = seen[key] = classify(message)
+        if failure is None:
+            continue
+        node = _raw_node(message) if is_json else None
+        if node is None:
+            node = node_of(_json_record(message) if is_json else None, log_stream)
+        lines.append(PullFailureLine(node, failure))
+    return lines
+
+
+def parse_line(message: str, log_stream: str) -> PullFailureLine | None:
+    """Classify one log event; None for anything that is not an image-pull failure."""
+    found = parse_lines((message,), log_stream)
+    return found[0] if found else None
 
 
 # ---------------------------------------------------------------- per node

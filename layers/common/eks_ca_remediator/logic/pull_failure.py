@@ -8,6 +8,8 @@ Dedupe reuses the foundation's two mechanisms, nothing of its own:
 - a new window while the node's previous command is still in flight loses the node's HEAD claim
   and is recorded SKIPPED without a command.
 NOT_REMEDIABLE findings are recorded the same way, one item per (node, window, kind, registry).
+A warm Lambda also remembers what it already took to DynamoDB in the window, so the rest of a
+flood costs no round trips there; that memo is only an optimisation, never the dedupe itself.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from eks_ca_remediator.pull_failures import (
     PullFailure,
     PullFailureLine,
     not_remediable_key,
-    parse_line,
+    parse_lines,
     registry_hosts,
     remediation_key,
     strategy_for,
@@ -39,6 +41,25 @@ from eks_ca_remediator.pull_failures import (
 
 logger = Logger(child=True)
 LIVE_STATES = frozenset({"pending", "running"})
+
+
+class HandledInWindow:
+    """(node, attempt key, window start) triples this warm Lambda already wrote or found."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._seen: set[tuple[str, str, float]] = set()
+        self._limit = limit
+
+    def unhandled(self, targets: list[Target], key: str, window: float) -> list[Target]:
+        return [t for t in targets if (t.instance_id, key, window) not in self._seen]
+
+    def add(self, targets: list[Target], key: str, window: float) -> None:
+        if len(self._seen) > self._limit:
+            self._seen.clear()
+        self._seen.update((t.instance_id, key, window) for t in targets)
+
+
+_handled = HandledInWindow()
 
 
 @dataclass
@@ -109,13 +130,19 @@ def _act(findings: _Findings, remediator: Remediator) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     for (cluster, strategy, hosts), (why, targets) in starts.items():
         base = plans[cluster]
-        plan = base.model_copy(
-            update={"strategy": strategy, "registry_hosts": hosts or base.registry_hosts, "reason": why}
-        )
-        records += remediator.start(targets, plan, trigger_key=remediation_key(plan.fingerprint), created_at=window)
+        key = remediation_key(base.fingerprint)
+        if todo := _handled.unhandled(targets, key, window):
+            plan = base.model_copy(
+                update={"strategy": strategy, "registry_hosts": hosts or base.registry_hosts, "reason": why}
+            )
+            records += remediator.start(todo, plan, trigger_key=key, created_at=window)
+            _handled.add(todo, key, window)
     for (cluster, key, reason), (failure, targets) in notes.items():
-        plan = plans[cluster].model_copy(update={"registry_hosts": (failure.registry,) if failure.registry else ()})
-        records += remediator.note(targets, plan, key, window, Status.NOT_REMEDIABLE, reason)
+        if todo := _handled.unhandled(targets, key, window):
+            registry = (failure.registry,) if failure.registry else ()
+            plan = plans[cluster].model_copy(update={"registry_hosts": registry})
+            records += remediator.note(todo, plan, key, window, Status.NOT_REMEDIABLE, reason)
+            _handled.add(todo, key, window)
     return records
 
 
@@ -123,7 +150,7 @@ def on_pull_failures(batch: LogBatch, remediator: Remediator) -> dict[str, Any]:
     """Classify the payload's lines and remediate (or record) the enrolled nodes they name."""
     if batch.message_type == "CONTROL_MESSAGE":
         return {"action": "ignored", "reason": "CONTROL_MESSAGE"}
-    lines = [line for message in batch.messages if (line := parse_line(message, batch.log_stream))]
+    lines = parse_lines(batch.messages, batch.log_stream)
     findings = _findings(lines, remediator) if lines else _Findings()
     records = _act(findings, remediator) if findings.nodes else []
     statuses = Counter(r["status"] for r in records)
