@@ -84,6 +84,19 @@ class FakeNode:
     def after(self) -> tuple[bool, str]:
         return True, "sha256:simulated"
 
+    def failing_message(self) -> str:
+        return (
+            'failed to pull and unpack image "registry.example.internal/team/app:1.4.2": failed to resolve '
+            'reference "registry.example.internal/team/app:1.4.2": failed to do request: Head '
+            '"https://registry.example.internal/v2/team/app/manifests/1.4.2": tls: failed to verify '
+            "certificate: x509: certificate signed by unknown authority"
+        )
+
+    image = "registry.example.internal/team/app:1.4.2"
+
+    def twin(self, stack: contextlib.ExitStack) -> FakeNode:
+        return FakeNode()
+
 
 class LabNode:
     """The node lab: real containerd, real registry, the document's own script."""
@@ -105,6 +118,24 @@ class LabNode:
 
     def after(self) -> tuple[bool, str]:
         return self.lab.cri_pull()
+
+    def failing_message(self) -> str:
+        ok, message = self.lab.cri_pull()
+        if ok:
+            raise StepFailed("the second lab node pulls already: nothing to remediate")
+        return message
+
+    @property
+    def image(self) -> str:
+        return self.lab.image
+
+    def twin(self, stack: contextlib.ExitStack) -> LabNode:
+        """A second node of the same cluster, same registry: its containerd predates the CA too."""
+        from tests.nodelab.lab import NodeLab
+
+        lab = stack.enter_context(NodeLab(os_family=self.lab.os_family, registry=self.lab.registry))
+        lab.trust_ca_without_restart()
+        return LabNode(lab)
 
 
 def launch_story(world: Any, node: Any) -> str:
@@ -159,6 +190,56 @@ def launch_story(world: Any, node: Any) -> str:
     return instance
 
 
+def kubelet_line(message: str, image: str, n: int) -> str:
+    """A kubelet journal line as Container Insights / Fluent Bit ship it, around containerd's error."""
+    escaped = message.replace("\\", "\\\\").replace('"', '\\"')
+    return (
+        f'E1126 10:20:{n % 60:02d}.{n:06d}    2841 log.go:32] "PullImage from image service failed" '
+        f'err="rpc error: code = Unknown desc = {escaped}" image="{image}"'
+    )
+
+
+def flood_story(world: Any, node: Any) -> None:
+    from on_command_status import handler as on_status
+    from pull_failure import handler as on_pull_failure
+
+    from tests.fakes.cloudwatch_logs import payload
+
+    [instance] = world.add_nodes(cluster="prod-a")
+    message = node.failing_message()
+    say("node", f"{instance}: kubelet's pulls fail -> {message[-70:]}")
+    before = len(world.ssm.commands)
+    lines = [kubelet_line(message, node.image, n) for n in range(1000)]
+    for part in range(10):
+        event = payload(
+            lines[part * 100 : (part + 1) * 100],
+            log_stream=f"{instance}/kubelet",
+            log_group="/aws/containerinsights/prod-a/dataplane",
+        )
+        run_handler(on_pull_failure, event)
+        world.clock.advance(3)
+    sent = world.ssm.commands[before:]
+    check(
+        len(sent) == 1,
+        f"PullFailure: 1,000 x509 lines in 10 log deliveries -> {len(sent)} remediation (cooldown + claim)",
+    )
+    command = sent[0]
+    say(
+        "command",
+        f"{command['CommandId']} RegistryHosts={command['Parameters']['RegistryHosts'][0]} (from the failing line)",
+    )
+    code, stdout, stderr = node.run(command["Parameters"])
+    summary = json.loads(stdout) if stdout else {}
+    say("node", f"result={summary.get('result')} restarted={summary.get('restarted')} canary={summary.get('canary')}")
+    event = world.ssm.finish(command["CommandId"], instance, "Success" if code == 0 else "Failed", stdout, stderr)
+    status = run_handler(on_status, event)
+    check(
+        status["record"]["status"] == "SUCCEEDED", f"OnCommandStatus: pull-failure record {status['record']['status']}"
+    )
+    ok, message = node.after()
+    check(ok, f"after: CRI pull OK on {instance} ({message[:40]})")
+
+
 def print_records(world: Any) -> None:
     rows = sorted(world.all_attempts(), key=lambda r: r["created_at"])
     print("\nremediation records (DynamoDB):")
@@ -193,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         say("start", f"AWS: moto + fake Run Command; node: {node.name}")
         try:
             launch_story(world, node)
+            flood_story(world, node.twin(stack))
         except StepFailed as exc:
             say("FAILED", str(exc))
             print_records(world)

@@ -17,4 +17,6 @@ def test_demo_on_the_node_lab_turns_x509_into_a_good_pull(lab_registry, capsys):
     assert "pull STILL fails" in out
     assert "result=success restarted=True" in out
     assert "after: CRI pull OK" in out
+    assert "PullFailure: 1,000 x509 lines in 10 log deliveries -> 1 remediation" in out
+    assert "pull-failure record SUCCEEDED" in out
     assert "every step happened" in out
