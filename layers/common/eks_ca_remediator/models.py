@@ -114,6 +114,8 @@ class ManualRequest(_Strict):
     reason: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = ""
     # Remediate even while the cluster's circuit breaker is open (automatic triggers are paused).
     force: bool = False
+    # Close the cluster's circuit breaker (and reset its failure count) instead of remediating.
+    reset_breaker: bool = False
     # Optional: the deployment the caller means; another account or region is refused (edge.py).
     account: Annotated[str, StringConstraints(pattern=r"^\d{12}$")] | None = None
     region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")] | None = None
@@ -122,6 +124,8 @@ class ManualRequest(_Strict):
     def _exactly_one_target(self) -> ManualRequest:
         if (self.instance_id is None) == (self.cluster is None):
             raise ValueError("give exactly one of 'instance_id' or 'cluster'")
+        if self.reset_breaker and self.cluster is None:
+            raise ValueError("'reset_breaker' closes a cluster's circuit breaker: give 'cluster'")
         return self
 
 
@@ -187,6 +191,7 @@ class Plan(BaseModel):
     fingerprint: str
     ca_warnings: tuple[str, ...] = ()  # CAs of the bundle that expire soon (recorded on the attempt)
     reason: str = ""
+    force: bool = False  # manual invoke with "force": sent even while the cluster's circuit breaker is open
 
     def document_parameters(self) -> dict[str, list[str]]:
         return {

@@ -59,6 +59,11 @@ class Settings(BaseModel):
     pull_failure_cooldown_seconds: Annotated[
         int, Field(default=900, ge=60, le=86400, alias="PULL_FAILURE_COOLDOWN_SECONDS")
     ]
+    # Fleet safety (safety.py): per-cluster in-flight limit and circuit breaker.
+    max_in_flight_per_cluster: Annotated[int, Field(default=500, ge=1, le=100000, alias="MAX_IN_FLIGHT_PER_CLUSTER")]
+    breaker_failure_threshold: Annotated[int, Field(default=5, ge=1, le=1000, alias="BREAKER_FAILURE_THRESHOLD")]
+    breaker_open_seconds: Annotated[int, Field(default=3600, ge=60, le=604800, alias="BREAKER_OPEN_SECONDS")]
+    safety_recheck_seconds: Annotated[int, Field(default=60, ge=1, le=900, alias="SAFETY_RECHECK_SECONDS")]
     document_step: str = "remediateCa"
 
     _split_lists = field_validator("enrolled_clusters", "registry_hosts", mode="before")(_split)

@@ -25,6 +25,8 @@ from eks_ca_remediator.errors import RecordConflict
 from eks_ca_remediator.models import Status
 
 HEAD = "HEAD"
+BREAKER = "BREAKER"
+BREAKER_PK = "CLUSTER#"  # + cluster name: one circuit-breaker item per cluster (no created_at: not in the GSI)
 ATTEMPT_PREFIX = "ATTEMPT#"
 CLUSTER_INDEX = "by-cluster"
 
@@ -159,6 +161,73 @@ class RecordStore:
             IndexName=CLUSTER_INDEX,
             KeyConditionExpression=Key("cluster").eq(cluster) & Key("created_at").between(since, until),
         )
+
+    def in_flight(self, cluster: str, since: str) -> int:
+        """Attempts of a cluster created since `since` whose command is out (sent, not finished)."""
+        kwargs: dict[str, Any] = {
+            "IndexName": CLUSTER_INDEX,
+            "KeyConditionExpression": Key("cluster").eq(cluster) & Key("created_at").gte(since),
+            "FilterExpression": Attr("status").is_in([Status.SENT.value, Status.IN_PROGRESS.value])
+            | (Attr("status").eq(Status.PENDING_AGENT.value) & Attr("send_batch").exists()),
+            "Select": "COUNT",
+        }
+        total = 0
+        while True:
+            page = self._table.query(**kwargs)
+            total += int(page["Count"])
+            if "LastEvaluatedKey" not in page:
+                return total
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # ------------------------------------------------------------ circuit breaker (safety.py)
+
+    def breaker(self, cluster: str) -> dict[str, Any] | None:
+        raw = self._table.get_item(Key={"pk": BREAKER_PK + cluster, "sk": BREAKER}, ConsistentRead=True).get("Item")
+        return _from_dynamo(raw) if raw else None
+
+    def breaker_failure(self, cluster: str, now: float, threshold: int, open_seconds: int) -> tuple[int, bool]:
+        """Count one more consecutive failure (atomic ADD); open the breaker when it reaches
+        `threshold` and is not open yet (conditional, so concurrent results open it once).
+        Returns (consecutive failures, opened by this call)."""
+        raw = self._table.update_item(
+            Key={"pk": BREAKER_PK + cluster, "sk": BREAKER},
+            UpdateExpression="ADD failures :one SET cluster_name = :c",
+            ExpressionAttributeValues={":one": 1, ":c": cluster},
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+        failures = int(raw["failures"])
+        if failures < threshold:
+            return failures, False
+        try:
+            self._table.update_item(
+                Key={"pk": BREAKER_PK + cluster, "sk": BREAKER},
+                UpdateExpression="SET open_until = :until, opened_at = :now",
+                ConditionExpression=Attr("open_until").not_exists() | Attr("open_until").lte(Decimal(str(now))),
+                ExpressionAttributeValues={":until": Decimal(str(now + open_seconds)), ":now": Decimal(str(now))},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return failures, False
+            raise
+        return failures, True
+
+    def breaker_success(self, cluster: str) -> None:
+        """A success closes the breaker and resets the consecutive-failure count."""
+        self._table.update_item(
+            Key={"pk": BREAKER_PK + cluster, "sk": BREAKER},
+            UpdateExpression="SET failures = :zero, open_until = :zero, cluster_name = :c",
+            ExpressionAttributeValues={":zero": 0, ":c": cluster},
+        )
+
+    def breaker_reset(self, cluster: str, now: float, reason: str) -> dict[str, Any]:
+        raw = self._table.update_item(
+            Key={"pk": BREAKER_PK + cluster, "sk": BREAKER},
+            UpdateExpression="SET failures = :zero, open_until = :zero, reset_at = :now, reset_reason = :r, "
+            "cluster_name = :c",
+            ExpressionAttributeValues={":zero": 0, ":now": Decimal(str(now)), ":r": reason, ":c": cluster},
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+        return _from_dynamo(raw)
 
     # ------------------------------------------------------------ in-flight claim
 

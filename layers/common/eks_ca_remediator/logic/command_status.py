@@ -11,9 +11,34 @@ from eks_ca_remediator.decisions import outcome_of, record_status_for, tail
 from eks_ca_remediator.errors import AttemptNotFound
 from eks_ca_remediator.logic.remediation import Remediator, iso
 from eks_ca_remediator.models import CommandInvocationStatusChange, Status
+from eks_ca_remediator.safety import breaker_effect
 
 logger = Logger(child=True)
 OPEN = (Status.PENDING_AGENT, Status.SENT, Status.IN_PROGRESS)
+NOT_THE_NODES_FAULT = frozenset({"Terminated", "Undeliverable", "DeliveryTimedOut"})
+
+
+def _count_for_breaker(record: dict[str, Any], status: Status, now: float, remediator: Remediator) -> None:
+    """A final result moves its cluster's circuit breaker (safety.py)."""
+    effect = breaker_effect(status)
+    cluster = record.get("cluster")
+    if effect is None or not cluster or record.get("ssm_status_details") in NOT_THE_NODES_FAULT:
+        return  # a node terminated or unreachable mid-command says nothing about the remediation
+    if effect == "success":
+        remediator.records.breaker_success(cluster)
+        return
+    settings = remediator.settings
+    failures, opened = remediator.records.breaker_failure(
+        cluster, now, settings.breaker_failure_threshold, settings.breaker_open_seconds
+    )
+    if opened:
+        telemetry.count(telemetry.CIRCUIT_BREAKER_OPEN)
+        logger.error(
+            "circuit breaker opened: automatic remediations of the cluster are paused",
+            cluster=cluster,
+            consecutive_failures=failures,
+            open_seconds=settings.breaker_open_seconds,
+        )
 
 
 def on_command_status(event: CommandInvocationStatusChange, remediator: Remediator) -> dict[str, Any]:
@@ -59,6 +84,7 @@ def on_command_status(event: CommandInvocationStatusChange, remediator: Remediat
         logger.info("duplicate terminal status event", command_id=detail.command_id, instance_id=detail.instance_id)
         return {"action": "duplicate", "status": attempt["status"]}
     telemetry.status_reached(outcome.status.value)
+    _count_for_breaker(updated, outcome.status, now, remediator)
     if outcome.status is Status.SUCCEEDED:
         took = telemetry.elapsed(attempt.get("created_at"), fields["completed_at"])
         if took is not None:

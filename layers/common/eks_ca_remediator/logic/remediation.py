@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
 
 from eks_ca_remediator import telemetry
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
@@ -27,7 +28,9 @@ from eks_ca_remediator.decisions import GiveUp, SendNow, agent_recheck_delay, ag
 from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError, SendDenied
 from eks_ca_remediator.logic.plans import plan_for_attempt
 from eks_ca_remediator.models import AgentWaitMessage, Plan, Status, Target
+from eks_ca_remediator.safety import Breaker, in_flight_budget
 from eks_ca_remediator.settings import Settings
+from eks_ca_remediator.sweeps import live_seconds
 
 logger = Logger(child=True)
 
@@ -120,6 +123,7 @@ class Remediator:
             "canary_image": plan.canary_image,
             "fingerprint": plan.fingerprint,
             "ca_warnings": list(plan.ca_warnings),
+            "force": plan.force,
             "reason": plan.reason,
             "status": Status.PENDING_AGENT.value,
             "created_at": created,
@@ -207,6 +211,7 @@ class Remediator:
         if not attempts:
             return
         now = self.clock()
+        attempts = self._within_safety_limits(attempts, plan.cluster, now)
         hold = self.settings.command_timeout_seconds * 2 + 300
         batch_id = uuid.uuid4().hex[:16]
         to_send: list[dict[str, Any]] = []
@@ -220,6 +225,47 @@ class Remediator:
                 to_send.append(attempt)
         for batch in chunks(to_send, 50):
             self._send_batch(batch, plan, batch_id)
+
+    def _within_safety_limits(
+        self, attempts: Sequence[dict[str, Any]], cluster: str, now: float
+    ) -> list[dict[str, Any]]:
+        """The attempts that may be sent now; the others wait (re-queued), never dropped:
+        all but forced ones while the cluster's circuit breaker is open, and those over the
+        cluster's in-flight limit."""
+        allowed = list(attempts)
+        breaker = Breaker.from_item(cluster, self.records.breaker(cluster))
+        if breaker.is_open(now):
+            paused = [a for a in allowed if not a.get("force")]
+            if paused:
+                telemetry.count(telemetry.CIRCUIT_BREAKER_OPEN)
+                logger.warning(
+                    "circuit breaker open: automatic remediations paused", cluster=cluster, nodes=len(paused)
+                )
+            for attempt in paused:
+                self._defer(attempt, f"{breaker.why()}: waiting until it closes", now)
+            allowed = [a for a in allowed if a.get("force")]
+        if not allowed:
+            return []
+        since = iso(
+            now - live_seconds(self.settings.agent_wait_deadline_seconds, self.settings.command_timeout_seconds)
+        )
+        budget = in_flight_budget(self.records.in_flight(cluster, since), self.settings.max_in_flight_per_cluster)
+        limit = self.settings.max_in_flight_per_cluster
+        for attempt in allowed[budget:]:
+            self._defer(attempt, f"cluster {cluster} has {limit} remediations in flight (the limit): waiting", now)
+        return allowed[:budget]
+
+    def _defer(self, attempt: dict[str, Any], reason: str, now: float) -> None:
+        """Keep a node waiting for a safety limit: a fresh agent-wait deadline, re-checked later."""
+        deadline = now + self.settings.agent_wait_deadline_seconds
+        updated = self.records.update_attempt(
+            attempt["pk"],
+            attempt["sk"],
+            {"waiting_for": reason, "agent_wait_deadline": deadline, "updated_at": iso(now)},
+            only_if_status_in=WAITING,
+        )
+        if updated is not None:
+            self._wait(updated, checks=0, delay=self.settings.safety_recheck_seconds)
 
     def _mark_sending(self, attempt: dict[str, Any], batch_id: str, now: float) -> bool:
         """Mark the attempt as being sent in batch_id; recover a send an earlier run did not record."""
@@ -266,6 +312,19 @@ class Remediator:
             for attempt in batch:  # find the node(s) SSM or IAM rejects; send the others alone
                 self._send_batch([attempt], plan, batch_id)
             return
+        except ClientError as exc:
+            # Throttled past botocore's retries, or another AWS error: the send mark must not make
+            # the redelivered trigger wait STALE_SEND_SECONDS ("another invocation is sending")
+            # and return - that would strand the attempt. Age the mark; the retry first looks for
+            # the command by its comment, then sends. Then raise: Lambda retries, then dead-letters.
+            for attempt in batch:
+                self.records.update_attempt(
+                    attempt["pk"],
+                    attempt["sk"],
+                    {"send_started_at": 0, "send_error": exc.response["Error"]["Code"]},
+                    only_if_status_in=WAITING,
+                )
+            raise
         now = self.clock()
         for attempt in batch:
             self._record_sent(attempt, command_id, batch_id, {"fingerprint": plan.fingerprint}, now)

@@ -1,0 +1,64 @@
+"""Fleet safety decisions (pure: no I/O, no clock reads): the per-cluster circuit breaker and the
+per-cluster in-flight limit.
+
+Circuit breaker, one per cluster (a `CLUSTER#<name>` / `BREAKER` item in the records table):
+- every FAILED or TIMED_OUT result of a command adds one consecutive failure, every SUCCEEDED
+  result resets the count (DRY_RUN, SKIPPED and NOT_REMEDIABLE change nothing);
+- at `threshold` consecutive failures the breaker opens for `open_seconds`: nothing is sent to
+  that cluster's nodes except a manual invoke with `"force": true`; waiting work is deferred,
+  never dropped;
+- it closes by itself when `open_seconds` have passed (half-open: the count is not reset, so the
+  next FAILED result opens it again, the next SUCCEEDED closes it for good), or by a manual
+  invoke `{"cluster": "<name>", "reset_breaker": true}`.
+
+In-flight limit: at most `max_in_flight` nodes of one cluster are being remediated at a time
+(sent and not yet finished); the others wait in the agent-wait queue and are sent later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from eks_ca_remediator.models import Status
+
+BREAKER_FAILURES = frozenset({Status.FAILED, Status.TIMED_OUT})
+BREAKER_SUCCESSES = frozenset({Status.SUCCEEDED})
+
+
+@dataclass(frozen=True)
+class Breaker:
+    cluster: str
+    failures: int = 0
+    open_until: float = 0.0
+
+    def is_open(self, now: float) -> bool:
+        return self.open_until > now
+
+    def why(self) -> str:
+        return f"circuit breaker of cluster {self.cluster} is open ({self.failures} consecutive FAILED results)"
+
+    @classmethod
+    def from_item(cls, cluster: str, item: Mapping[str, Any] | None) -> Breaker:
+        item = item or {}
+        return cls(cluster, int(item.get("failures", 0)), float(item.get("open_until", 0)))
+
+
+def breaker_effect(status: Status) -> str | None:
+    """What a final record status does to its cluster's breaker: 'failure', 'success' or nothing."""
+    if status in BREAKER_FAILURES:
+        return "failure"
+    if status in BREAKER_SUCCESSES:
+        return "success"
+    return None
+
+
+def should_open(failures: int, open_until: float, now: float, threshold: int) -> bool:
+    """After a failure brought the count to `failures`: open (again) unless already open."""
+    return failures >= threshold and open_until <= now
+
+
+def in_flight_budget(in_flight: int, max_in_flight: int) -> int:
+    """How many more of a cluster's nodes may be sent to now."""
+    return max(0, max_in_flight - in_flight)
