@@ -52,7 +52,7 @@ setup: $(VENV)/.installed lab-packages
 
 test: setup
 	$(PY) tools/ssm_document.py --check
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 lint: setup $(SAMVENV)/.installed $(CHKVENV)/.installed
 	$(VENV)/bin/ruff check .
