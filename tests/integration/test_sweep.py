@@ -21,6 +21,7 @@ from sweep import handler as sweep
 
 from tests.fakes.pki import make_cert
 from tests.fakes.world import BUNDLE_PARAMETER, FakeQueue, LambdaContext, World
+from tests.integration.test_safety import fail_launch
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -234,6 +235,36 @@ def test_ca_that_changes_mid_sweep_reaches_every_node_once_per_bundle():
         assert all(len(fps) == len(set(fps)) for fps in per_node.values()), "a bundle was sent twice to a node"
         # the first CA (manual invoke), then the third; the 50 caught mid-sweep got the second in between
         assert sorted(len(per_node[n]) for n in nodes) == [2] * 70 + [3] * 50
+
+
+def test_an_open_circuit_breaker_pauses_the_sweep_until_it_closes():
+    env = {"BREAKER_FAILURE_THRESHOLD": "2", "BREAKER_OPEN_SECONDS": "1200", "SWEEP_RECHECK_SECONDS": "300"}
+    with harness(**env) as h:
+        w = h.world
+        failed = w.add_nodes(2)
+        for node in failed:
+            fail_launch(w, node)
+        assert w.remediator.records.breaker("prod-a")["open_until"] > w.clock()
+        nodes = w.add_nodes(5)
+        w.ssm.commands.clear()
+        waiting_before = len(w.queue.pending)
+
+        h.trigger()
+        [paused] = [r for r in h.drain(rounds=1) if r["cluster"] == "prod-a"]
+        assert paused["action"] == "paused"
+        assert "circuit breaker of cluster prod-a is open" in paused["reason"]
+        assert paused["continue_in"] == 900  # SQS's longest delay; the breaker stays open 1,200 s
+        assert [c for c in w.ssm.commands if set(c["InstanceIds"]) & set(nodes + failed)] == []
+        assert not [a for a in w.all_attempts() if a["pk"] in nodes], "nothing queued to fire when it closes"
+        assert len(w.queue.pending) == waiting_before, "no agent-wait churn while paused"
+
+        w.clock.advance(900)
+        [still] = [r for r in h.drain(rounds=1) if r["cluster"] == "prod-a"]
+        assert (still["action"], still["continue_in"]) == ("paused", 300)  # the breaker's remaining time
+        w.clock.advance(300)
+        h.drain()
+        sent = Counter(i for c in w.ssm.commands for i in c["InstanceIds"])
+        assert sent == Counter({n: 1 for n in nodes + failed}), "sent once the breaker closed"
 
 
 # ---------------------------------------------------------------- handler edges

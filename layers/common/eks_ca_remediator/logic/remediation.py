@@ -226,6 +226,11 @@ class Remediator:
         for batch in chunks(to_send, 50):
             self._send_batch(batch, plan, batch_id)
 
+    def open_breaker(self, cluster: str, now: float) -> Breaker | None:
+        """The cluster's circuit breaker if it is open now (automatic triggers pause), else None."""
+        breaker = Breaker.from_item(cluster, self.records.breaker(cluster))
+        return breaker if breaker.is_open(now) else None
+
     def _within_safety_limits(
         self, attempts: Sequence[dict[str, Any]], cluster: str, now: float
     ) -> list[dict[str, Any]]:
@@ -233,8 +238,8 @@ class Remediator:
         all but forced ones while the cluster's circuit breaker is open, and those over the
         cluster's in-flight limit."""
         allowed = list(attempts)
-        breaker = Breaker.from_item(cluster, self.records.breaker(cluster))
-        if breaker.is_open(now):
+        breaker = self.open_breaker(cluster, now)
+        if breaker is not None:
             paused = [a for a in allowed if not a.get("force")]
             if paused:
                 telemetry.count(telemetry.CIRCUIT_BREAKER_OPEN)

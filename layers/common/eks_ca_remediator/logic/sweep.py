@@ -8,22 +8,27 @@ run()    one pass of a job: fetch the cluster's bundle, list its running nodes, 
          runs short of time (at once) or nodes wait on the in-flight limit or on a command that
          sends an older bundle (after SWEEP_RECHECK_SECONDS). Each pass recomputes everything
          from the records, so no node is skipped; attempt keys are per (sweep id, node), so a
-         repeated pass or a redelivered message sends nothing twice.
+         repeated pass or a redelivered message sends nothing twice. While the cluster's circuit
+         breaker is open (Remediator.open_breaker, the gate every dispatch goes through) a pass
+         creates no attempts and queues itself for when the breaker closes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from eks_ca_remediator import telemetry
 from eks_ca_remediator.adapters.queue import DelayQueue
 from eks_ca_remediator.decisions import chunks, enrolled_cluster
 from eks_ca_remediator.logic.plans import build_plan
 from eks_ca_remediator.logic.remediation import Remediator
 from eks_ca_remediator.models import Target, Trigger
+from eks_ca_remediator.safety import Breaker
 from eks_ca_remediator.sweeps import (
     NodeState,
     SweepJob,
@@ -61,6 +66,9 @@ class Sweeper:
         """One pass of a cluster's sweep; queues its continuation when work is left."""
         r = self.remediator
         now = r.clock()
+        breaker = r.open_breaker(job.cluster, now)  # the same gate as every other trigger's dispatch
+        if breaker is not None:
+            return self._pause(job, breaker, now)
         plan = build_plan(r.settings, Trigger.SWEEP, now, cluster=job.cluster, reason=f"rotation sweep {job.origin}")
         if job.fingerprint != plan.fingerprint:
             if job.fingerprint:
@@ -102,6 +110,19 @@ class Sweeper:
             return summary | {"action": "gave-up"}
         next_job = job.model_copy(update={"passes": job.passes + 1})
         return self._continue(next_job, r.settings.sweep_recheck_seconds, summary | {"action": "waiting"})
+
+    def _pause(self, job: SweepJob, breaker: Breaker, now: float) -> dict[str, Any]:
+        """The cluster's breaker is open: create no attempts (they would all fire when it closes
+        and churn the agent-wait queue meanwhile); run this pass again when it closes."""
+        telemetry.count(telemetry.CIRCUIT_BREAKER_OPEN)
+        reason = f"{breaker.why()}: sweep paused until it closes"
+        logger.warning("circuit breaker open: sweep paused", cluster=job.cluster, reason=reason)
+        summary = {"cluster": job.cluster, "action": "paused", "reason": reason}
+        if job.passes + 1 >= MAX_PASSES:
+            logger.warning("sweep gave up waiting on the circuit breaker; the next scheduled sweep continues")
+            return summary | {"action": "gave-up"}
+        delay = max(1, math.ceil(breaker.open_until - now))
+        return self._continue(job.model_copy(update={"passes": job.passes + 1}), min(delay, 900), summary)
 
     def _continue(self, job: SweepJob, delay: int, summary: dict[str, Any]) -> dict[str, Any]:
         self.queue.schedule(job, delay)
