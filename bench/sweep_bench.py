@@ -56,7 +56,7 @@ def main(total: int) -> None:
     current_share, never_share = total // 10, total // 10
     with World.create(
         SWEEP_QUEUE_URL="https://sqs.us-east-1.amazonaws.com/123456789012/sweep",
-        SWEEP_MAX_IN_FLIGHT=str(total),
+        MAX_IN_FLIGHT_PER_CLUSTER=str(total),
         BUNDLE_CACHE_SECONDS="300",
     ) as world:
         old = current_bundle(world.settings, "prod-a", world.clock()).fingerprint

@@ -34,6 +34,24 @@ def test_work_over_the_in_flight_limit_waits_and_is_sent_later_never_dropped():
         assert {a["status"] for a in world.all_attempts()} == {"SUCCEEDED"}
 
 
+def test_percent_limit_takes_the_lower_of_count_and_percent_of_the_clusters_running_nodes():
+    with World.create(
+        MAX_IN_FLIGHT_PER_CLUSTER="100", MAX_IN_FLIGHT_PERCENT="20", SAFETY_RECHECK_SECONDS="30"
+    ) as world:
+        nodes = world.add_nodes(23, cluster="prod-a")
+        remediate({"cluster": "prod-a"}, LambdaContext())
+        assert [len(ids) for ids in world.ssm.sent_to()] == [5], "ceil(20 % of 23 running nodes) = 5 < 100"
+        waiting = [a for a in world.all_attempts() if a["status"] == "PENDING_AGENT"]
+        assert len(waiting) == 18
+        assert all("5 remediations in flight (the limit)" in a["waiting_for"] for a in waiting)
+        assert world.remediator.records.breaker("prod-a")["running_nodes"] == 23, "counted once, kept"
+        for _ in range(6):
+            assert in_flight(world) <= 5
+            world.finish_all("Success", node_output())
+            world.run_for(31)
+        assert sorted(i for ids in world.ssm.sent_to() for i in ids) == sorted(nodes)
+
+
 def fail_launch(world: World, node: str) -> None:
     on_launch(world.launch_event(node), LambdaContext())
     world.finish_all("Failed", node_output("failure", restarted=False, reason="containerd did not come back"))

@@ -170,7 +170,7 @@ def test_redelivered_trigger_and_job_send_nothing_twice():
 
 
 def test_in_flight_limit_holds_and_the_sweep_waits_for_room():
-    with harness(SWEEP_MAX_IN_FLIGHT="20", SWEEP_RECHECK_SECONDS="300") as h:
+    with harness(MAX_IN_FLIGHT_PER_CLUSTER="20", SWEEP_RECHECK_SECONDS="300") as h:
         w = h.world
         nodes = w.add_nodes(45)
         w.add_nodes(3, cluster="prod-b")
@@ -189,6 +189,25 @@ def test_in_flight_limit_holds_and_the_sweep_waits_for_room():
         sizes = [len(c["InstanceIds"]) for c in w.ssm.commands if set(c["InstanceIds"]) <= set(nodes)]
         assert sizes == [20, 20, 5]
         assert Counter(i for c in w.ssm.commands for i in c["InstanceIds"] if i in nodes) == Counter(nodes)
+
+
+def test_a_1000_node_sweep_under_a_limit_of_500_sends_every_node_exactly_once():
+    with harness(MAX_IN_FLIGHT_PER_CLUSTER="500", SWEEP_RECHECK_SECONDS="300") as h:
+        w = h.world
+        nodes = w.add_nodes(1000)
+        h.trigger("sweep-parameter-changed.json")
+        [first] = [r for r in h.drain(rounds=1) if r["cluster"] == "prod-a"]
+        assert (first["started"], first["deferred"], first["action"]) == (500, 500, "waiting")
+        assert sum(1 for inv in w.ssm.invocations.values() if inv.status in ("Pending", "InProgress")) == 500
+        passes = 0
+        while h.queue.pending and passes < 5:  # the held-back half waits, then goes once there is room
+            w.finish_all("Success")
+            w.clock.advance(300)
+            h.drain()
+            passes += 1
+        sent = Counter(i for c in w.ssm.commands for i in c["InstanceIds"])
+        assert sent == Counter({n: 1 for n in nodes})
+        assert all(len(c["InstanceIds"]) <= 50 for c in w.ssm.commands)
 
 
 def test_a_pass_short_of_time_continues_itself_without_skipping_or_repeating():

@@ -126,3 +126,20 @@ def test_outcomes():
 def test_tail_keeps_the_end():
     assert tail("a" * 10 + "END", limit=3) == "END"
     assert tail("short") == "short"
+
+
+@pytest.mark.parametrize(
+    ("count", "percent", "nodes", "limit"),
+    [
+        (500, 0, 1000, 500),  # percent off: the count alone
+        (500, 10, 1000, 100),  # 10 % of 1,000 nodes
+        (50, 10, 1000, 50),  # the count is lower
+        (500, 20, 23, 5),  # rounded up
+        (500, 1, 3, 1),  # never below one node
+        (500, 10, None, 500),  # no node count known: the count alone
+    ],
+)
+def test_in_flight_limit_is_the_lower_of_count_and_percent(count, percent, nodes, limit):
+    from eks_ca_remediator.safety import in_flight_limit
+
+    assert in_flight_limit(count, percent, nodes) == limit

@@ -37,7 +37,7 @@ def test_node_state(history, state):
 
 def test_plan_sweep_respects_the_in_flight_limit_in_instance_order():
     states = {f"i-{n:08x}": NodeState.DRIFTED for n in range(10)} | {"i-ffffffff": NodeState.IN_FLIGHT_STALE}
-    plan = plan_sweep(states, max_in_flight=4)
+    plan = plan_sweep(states, budget=3)  # the Remediator's in-flight gate leaves room for 3
     assert plan.to_start == ["i-00000000", "i-00000001", "i-00000002"]
     assert plan.deferred == 7
     assert plan.needs_another_pass

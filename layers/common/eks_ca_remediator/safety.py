@@ -12,11 +12,13 @@ Circuit breaker, one per cluster (a `CLUSTER#<name>` / `BREAKER` item in the rec
   invoke `{"cluster": "<name>", "reset_breaker": true}`.
 
 In-flight limit: at most `max_in_flight` nodes of one cluster are being remediated at a time
-(sent and not yet finished); the others wait in the agent-wait queue and are sent later.
+(sent and not yet finished), and, when a percent is set, at most that share of the cluster's
+running nodes (rounded up, at least one); the others wait and are sent later, never dropped.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +59,13 @@ def breaker_effect(status: Status) -> str | None:
 def should_open(failures: int, open_until: float, now: float, threshold: int) -> bool:
     """After a failure brought the count to `failures`: open (again) unless already open."""
     return failures >= threshold and open_until <= now
+
+
+def in_flight_limit(max_in_flight: int, percent: int, running_nodes: int | None) -> int:
+    """The cluster's in-flight limit: the count, or percent of its running nodes if that is lower."""
+    if not percent or running_nodes is None:
+        return max_in_flight
+    return min(max_in_flight, max(1, math.ceil(percent * running_nodes / 100)))
 
 
 def in_flight_budget(in_flight: int, max_in_flight: int) -> int:

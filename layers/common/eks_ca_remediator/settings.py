@@ -40,7 +40,6 @@ class Settings(BaseModel):
     ca_bundle_inline: Annotated[str, Field(default="", alias="CA_BUNDLE_INLINE")]
     ca_expiry_warning_days: Annotated[int, Field(default=30, ge=0, le=3650, alias="CA_EXPIRY_WARNING_DAYS")]
     sweep_queue_url: Annotated[str, Field(default="", alias="SWEEP_QUEUE_URL")]
-    sweep_max_in_flight: Annotated[int, Field(default=500, ge=1, le=100000, alias="SWEEP_MAX_IN_FLIGHT")]
     sweep_recheck_seconds: Annotated[int, Field(default=300, ge=1, le=900, alias="SWEEP_RECHECK_SECONDS")]
     _bundle_sources: dict[str, tuple[BundleSource, ...]] = PrivateAttr(default_factory=dict)
     agent_wait_queue_url: Annotated[str, Field(default="", alias="AGENT_WAIT_QUEUE_URL")]
@@ -61,6 +60,8 @@ class Settings(BaseModel):
     ]
     # Fleet safety (safety.py): per-cluster in-flight limit and circuit breaker.
     max_in_flight_per_cluster: Annotated[int, Field(default=500, ge=1, le=100000, alias="MAX_IN_FLIGHT_PER_CLUSTER")]
+    # 0 = off; else the limit is also at most this percent of the cluster's running nodes.
+    max_in_flight_percent: Annotated[int, Field(default=0, ge=0, le=100, alias="MAX_IN_FLIGHT_PERCENT")]
     breaker_failure_threshold: Annotated[int, Field(default=5, ge=1, le=1000, alias="BREAKER_FAILURE_THRESHOLD")]
     breaker_open_seconds: Annotated[int, Field(default=3600, ge=60, le=604800, alias="BREAKER_OPEN_SECONDS")]
     safety_recheck_seconds: Annotated[int, Field(default=60, ge=1, le=900, alias="SAFETY_RECHECK_SECONDS")]

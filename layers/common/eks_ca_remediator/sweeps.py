@@ -143,12 +143,12 @@ class SweepPlan:
         return self.deferred > 0 or self.counts.get(NodeState.IN_FLIGHT_STALE.value, 0) > 0
 
 
-def plan_sweep(states: Mapping[str, NodeState], max_in_flight: int) -> SweepPlan:
-    """Start drifted nodes (in instance-id order) up to the cluster's in-flight limit."""
+def plan_sweep(states: Mapping[str, NodeState], budget: int) -> SweepPlan:
+    """Start drifted nodes (in instance-id order), as many as the cluster's in-flight limit has
+    room for (`budget`, from the Remediator's gate); the rest wait for a later pass."""
     counts = Counter(state.value for state in states.values())
-    in_flight = counts[NodeState.IN_FLIGHT.value] + counts[NodeState.IN_FLIGHT_STALE.value]
     drifted = sorted(i for i, s in states.items() if s is NodeState.DRIFTED)
-    budget = max(0, max_in_flight - in_flight)
+    budget = max(0, budget)
     return SweepPlan(to_start=drifted[:budget], deferred=max(0, len(drifted) - budget), counts=dict(counts))
 
 

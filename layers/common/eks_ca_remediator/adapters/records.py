@@ -211,6 +211,14 @@ class RecordStore:
             raise
         return failures, True
 
+    def record_node_count(self, cluster: str, running_nodes: int, now: float) -> None:
+        """Keep the cluster's running-node count on its item (the percent in-flight limit reads it)."""
+        self._table.update_item(
+            Key={"pk": BREAKER_PK + cluster, "sk": BREAKER},
+            UpdateExpression="SET running_nodes = :n, nodes_counted_at = :now, cluster_name = :c",
+            ExpressionAttributeValues={":n": running_nodes, ":now": Decimal(str(now)), ":c": cluster},
+        )
+
     def breaker_success(self, cluster: str) -> None:
         """A success closes the breaker and resets the consecutive-failure count."""
         self._table.update_item(

@@ -24,11 +24,18 @@ from eks_ca_remediator.adapters.ec2 import Ec2Reader
 from eks_ca_remediator.adapters.queue import AgentWaitQueue
 from eks_ca_remediator.adapters.records import RecordStore, attempt_sk
 from eks_ca_remediator.adapters.ssm import RunCommand
-from eks_ca_remediator.decisions import GiveUp, SendNow, agent_recheck_delay, agent_wait_decision, chunks
+from eks_ca_remediator.decisions import (
+    GiveUp,
+    SendNow,
+    agent_recheck_delay,
+    agent_wait_decision,
+    chunks,
+    enrolled_cluster,
+)
 from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError, SendDenied
 from eks_ca_remediator.logic.plans import plan_for_attempt
 from eks_ca_remediator.models import AgentWaitMessage, Plan, Status, Target
-from eks_ca_remediator.safety import Breaker, in_flight_budget
+from eks_ca_remediator.safety import Breaker, in_flight_budget, in_flight_limit
 from eks_ca_remediator.settings import Settings
 from eks_ca_remediator.sweeps import live_seconds
 
@@ -38,6 +45,8 @@ COMMENT_PREFIX = "eks-ca-remediator batch "
 # A send marked on an attempt but with no CommandId recorded after this long is retried.
 STALE_SEND_SECONDS = 120
 WAITING = frozenset({Status.PENDING_AGENT})
+# A cluster's running-node count (percent in-flight limit) older than this is counted again.
+NODE_COUNT_MAX_AGE_SECONDS = 900
 
 
 def iso(epoch: float) -> str:
@@ -231,6 +240,38 @@ class Remediator:
         breaker = Breaker.from_item(cluster, self.records.breaker(cluster))
         return breaker if breaker.is_open(now) else None
 
+    def in_flight_room(self, cluster: str, now: float) -> tuple[int, int]:
+        """(how many more of the cluster's nodes may be sent to now, the cluster's in-flight limit).
+
+        The limit is MAX_IN_FLIGHT_PER_CLUSTER, or MAX_IN_FLIGHT_PERCENT of the cluster's running
+        nodes if lower. That count is kept on the cluster's item (the one holding its breaker):
+        every sweep pass writes it; past NODE_COUNT_MAX_AGE_SECONDS it is counted here again.
+        """
+        settings = self.settings
+        running: int | None = None
+        if settings.max_in_flight_percent:
+            item = self.records.breaker(cluster) or {}
+            running = item.get("running_nodes")
+            if running is None or now - float(item.get("nodes_counted_at", 0)) > NODE_COUNT_MAX_AGE_SECONDS:
+                running = self.count_running_nodes(cluster, now)
+        limit = in_flight_limit(settings.max_in_flight_per_cluster, settings.max_in_flight_percent, running)
+        since = iso(now - live_seconds(settings.agent_wait_deadline_seconds, settings.command_timeout_seconds))
+        return in_flight_budget(self.records.in_flight(cluster, since), limit), limit
+
+    def running_nodes(self, cluster: str) -> list[str]:
+        """Instance ids of the cluster's running nodes (EC2, by the tags nodes carry)."""
+        return [
+            n.instance_id
+            for n in self.ec2.running_cluster_nodes(cluster)
+            if enrolled_cluster(n.tags, [cluster]) == cluster
+        ]
+
+    def count_running_nodes(self, cluster: str, now: float, nodes: Sequence[str] | None = None) -> int:
+        """Count (or take) the cluster's running nodes and keep the count for the percent limit."""
+        count = len(self.running_nodes(cluster) if nodes is None else nodes)
+        self.records.record_node_count(cluster, count, now)
+        return count
+
     def _within_safety_limits(
         self, attempts: Sequence[dict[str, Any]], cluster: str, now: float
     ) -> list[dict[str, Any]]:
@@ -251,11 +292,7 @@ class Remediator:
             allowed = [a for a in allowed if a.get("force")]
         if not allowed:
             return []
-        since = iso(
-            now - live_seconds(self.settings.agent_wait_deadline_seconds, self.settings.command_timeout_seconds)
-        )
-        budget = in_flight_budget(self.records.in_flight(cluster, since), self.settings.max_in_flight_per_cluster)
-        limit = self.settings.max_in_flight_per_cluster
+        budget, limit = self.in_flight_room(cluster, now)
         for attempt in allowed[budget:]:
             self._defer(attempt, f"cluster {cluster} has {limit} remediations in flight (the limit): waiting", now)
         return allowed[:budget]

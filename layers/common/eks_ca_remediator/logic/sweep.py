@@ -24,7 +24,7 @@ from aws_lambda_powertools import Logger
 
 from eks_ca_remediator import telemetry
 from eks_ca_remediator.adapters.queue import DelayQueue
-from eks_ca_remediator.decisions import chunks, enrolled_cluster
+from eks_ca_remediator.decisions import chunks
 from eks_ca_remediator.logic.plans import build_plan
 from eks_ca_remediator.logic.remediation import Remediator
 from eks_ca_remediator.models import Target, Trigger
@@ -82,19 +82,18 @@ class Sweeper:
             job = job.model_copy(update={"fingerprint": plan.fingerprint, "started_at": started_at, "passes": 0})
         summary: dict[str, Any] = {"cluster": job.cluster, "sweep_id": job.sweep_id, "fingerprint": job.fingerprint}
 
-        nodes = [
-            n.instance_id
-            for n in r.ec2.running_cluster_nodes(job.cluster)
-            if enrolled_cluster(n.tags, [job.cluster]) == job.cluster
-        ]
+        nodes = r.running_nodes(job.cluster)
+        if r.settings.max_in_flight_percent:
+            r.count_running_nodes(job.cluster, now, nodes)  # the percent limit's count, for free
         live = live_seconds(r.settings.agent_wait_deadline_seconds, r.settings.command_timeout_seconds)
         states: dict[str, NodeState] = {}
         for index, instance_id in enumerate(nodes):
             if index % HISTORY_CHECK_EVERY == 0 and remaining_ms() < TIME_MARGIN_MS:
                 return self._continue(job, 0, summary | {"action": "continued", "nodes": len(nodes), "read": index})
             states[instance_id] = node_state(r.records.history(instance_id), job.fingerprint, job.sweep_id, now, live)
-        todo = plan_sweep(states, r.settings.sweep_max_in_flight)
-        summary |= {"nodes": len(nodes), "states": todo.counts, "deferred": todo.deferred, "started": 0}
+        room, limit = r.in_flight_room(job.cluster, now)  # the one in-flight limit, every trigger's
+        todo = plan_sweep(states, room)
+        summary |= {"nodes": len(nodes), "states": todo.counts, "limit": limit, "deferred": todo.deferred, "started": 0}
 
         for batch in chunks(todo.to_start, 50):
             if remaining_ms() < TIME_MARGIN_MS:
