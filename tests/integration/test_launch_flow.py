@@ -219,10 +219,11 @@ def test_duplicate_and_out_of_order_status_events_keep_the_final_record(world):
     assert record["status"] == "SUCCEEDED"
 
 
-def test_after_success_a_new_trigger_can_send_again(world):
+def test_after_success_a_new_trigger_can_send_again_once_the_cooldown_has_passed(world):
     [node] = world.add_nodes()
     on_launch(world.launch_event(node), LambdaContext())
     world.finish_all()
+    world.clock.advance(world.settings.instance_cooldown_seconds)
     on_launch(world.launch_event(node), LambdaContext())
     assert len(world.ssm.commands) == 2
 

@@ -6,8 +6,10 @@ import pytest
 from eks_ca_remediator.errors import InvalidRequest
 from on_command_status import handler as on_command_status
 from on_launch import handler as on_launch
+from pull_failure import handler as pull_failure
 from remediate import handler as remediate
 
+from tests.fakes.cloudwatch_logs import fixture, for_node, payload
 from tests.fakes.world import LambdaContext, World, node_output
 
 
@@ -50,6 +52,47 @@ def test_percent_limit_takes_the_lower_of_count_and_percent_of_the_clusters_runn
             world.finish_all("Success", node_output())
             world.run_for(31)
         assert sorted(i for ids in world.ssm.sent_to() for i in ids) == sorted(nodes)
+
+
+def test_cooldown_skips_automatic_and_unforced_triggers_after_a_result_and_force_bypasses_it():
+    with World.create(INSTANCE_COOLDOWN_SECONDS="300") as world:
+        [node, failing] = world.add_nodes(2, cluster="prod-a")
+        on_launch(world.launch_event(node), LambdaContext())
+        world.finish_all("Success", node_output())
+        fail_launch(world, failing)
+        world.clock.advance(120)
+
+        for instance in (node, failing):  # EC2 says running again (stop/start): within the cooldown
+            on_launch(world.launch_event(instance), LambdaContext())
+        manual = remediate({"instance_id": node}, LambdaContext())["records"][0]
+        assert len(world.ssm.commands) == 2, "nothing sent within the cooldown"
+        skipped = [a for a in world.all_attempts() if a["status"] == "SKIPPED"]
+        assert len(skipped) == 3
+        assert all(a["reason"].startswith("cooldown") for a in skipped), [a["reason"] for a in skipped]
+        assert manual["status"] == "SKIPPED"
+
+        forced = remediate({"instance_id": node, "force": True, "reason": "OPS-7"}, LambdaContext())
+        assert forced["records"][0]["status"] == "SENT", "force bypasses the cooldown"
+        world.finish_all("Success", node_output())
+
+        world.clock.advance(301)
+        on_launch(world.launch_event(failing), LambdaContext())
+        assert world.ssm.sent_to()[-1] == [failing], "after the cooldown the node is remediated again"
+
+
+def test_cooldown_skips_a_pull_failure_in_a_new_window_right_after_a_result():
+    with World.create(INSTANCE_COOLDOWN_SECONDS="600", PULL_FAILURE_COOLDOWN_SECONDS="60") as world:
+        [node] = world.add_nodes(cluster="prod-a")
+        on_launch(world.launch_event(node), LambdaContext())
+        world.finish_all("Success", node_output())
+        world.clock.advance(61)  # a new pull-failure window, still within the node's cooldown
+        case = fixture("kubelet structured PullImage, new Go wording, CloudWatch agent stream named by instance id")
+        host = world.ec2.describe_instances(InstanceIds=[node])["Reservations"][0]["Instances"][0]["PrivateDnsName"]
+        event = payload([for_node(case["message"], node, host)], for_node(case["log_stream"], node, host))
+        pull_failure(event, LambdaContext())
+        assert len(world.ssm.commands) == 1
+        [skipped] = [a for a in world.attempts(node) if a["trigger"] == "pull-failure"]
+        assert (skipped["status"], skipped["reason"].split(":")[0]) == ("SKIPPED", "cooldown")
 
 
 def fail_launch(world: World, node: str) -> None:

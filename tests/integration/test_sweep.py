@@ -256,6 +256,25 @@ def test_ca_that_changes_mid_sweep_reaches_every_node_once_per_bundle():
         assert sorted(len(per_node[n]) for n in nodes) == [2] * 70 + [3] * 50
 
 
+def test_nodes_in_their_cooldown_wait_for_a_later_pass_instead_of_being_skipped():
+    with harness(INSTANCE_COOLDOWN_SECONDS="600", SWEEP_RECHECK_SECONDS="300") as h:
+        w = h.world
+        nodes = remediated(w, 3)
+        new_fp = h.rotate("Rotated Root")  # 301 s after their results: still cooling down
+        w.ssm.commands.clear()
+        h.trigger()
+        [first] = [r for r in h.drain(rounds=1) if r["cluster"] == "prod-a"]
+        assert first["states"] == {"cooldown": 3}
+        assert (first["started"], first["action"]) == (0, "waiting")
+        assert w.ssm.commands == []
+        assert not [a for a in w.all_attempts() if a["status"] == "SKIPPED"], "waiting, not skipped"
+        w.clock.advance(300)
+        h.drain()
+        assert Counter(i for c in w.ssm.commands for i in c["InstanceIds"]) == Counter({n: 1 for n in nodes})
+        w.finish_all("Success")
+        assert all(latest_succeeded(w, n) == new_fp for n in nodes)
+
+
 def test_an_open_circuit_breaker_pauses_the_sweep_until_it_closes():
     env = {"BREAKER_FAILURE_THRESHOLD": "2", "BREAKER_OPEN_SECONDS": "1200", "SWEEP_RECHECK_SECONDS": "300"}
     with harness(**env) as h:

@@ -11,6 +11,13 @@ Circuit breaker, one per cluster (a `CLUSTER#<name>` / `BREAKER` item in the rec
   next FAILED result opens it again, the next SUCCEEDED closes it for good), or by a manual
   invoke `{"cluster": "<name>", "reset_breaker": true}`.
 
+Cooldown, per instance: after a SUCCEEDED, FAILED or TIMED_OUT result on a node, an attempt
+without `"force": true` (every automatic trigger, and a manual invoke that does not force) is
+not sent to it for `cooldown_seconds`. The node's HEAD item keeps `last_finished_at`; the
+conditional claim that lets one attempt at a time hold the node also checks it, and an attempt
+that loses on it is recorded SKIPPED with a reason starting "cooldown". A sweep reads the same
+fact from the attempt history it already has and leaves such nodes for a later pass.
+
 In-flight limit: at most `max_in_flight` nodes of one cluster are being remediated at a time
 (sent and not yet finished), and, when a percent is set, at most that share of the cluster's
 running nodes (rounded up, at least one); the others wait and are sent later, never dropped.
@@ -27,6 +34,7 @@ from eks_ca_remediator.models import Status
 
 BREAKER_FAILURES = frozenset({Status.FAILED, Status.TIMED_OUT})
 BREAKER_SUCCESSES = frozenset({Status.SUCCEEDED})
+COOLDOWN_AFTER = frozenset({Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT})
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,11 @@ def breaker_effect(status: Status) -> str | None:
 def should_open(failures: int, open_until: float, now: float, threshold: int) -> bool:
     """After a failure brought the count to `failures`: open (again) unless already open."""
     return failures >= threshold and open_until <= now
+
+
+def cooling_down(last_finished: float | None, now: float, cooldown_seconds: int) -> bool:
+    """Whether a node whose last result came at `last_finished` is still in its cooldown."""
+    return bool(cooldown_seconds) and last_finished is not None and now - last_finished < cooldown_seconds
 
 
 def in_flight_limit(max_in_flight: int, percent: int, running_nodes: int | None) -> int:

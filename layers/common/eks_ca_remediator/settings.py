@@ -64,6 +64,8 @@ class Settings(BaseModel):
     max_in_flight_percent: Annotated[int, Field(default=0, ge=0, le=100, alias="MAX_IN_FLIGHT_PERCENT")]
     breaker_failure_threshold: Annotated[int, Field(default=5, ge=1, le=1000, alias="BREAKER_FAILURE_THRESHOLD")]
     breaker_open_seconds: Annotated[int, Field(default=3600, ge=60, le=604800, alias="BREAKER_OPEN_SECONDS")]
+    # After a SUCCEEDED/FAILED/TIMED_OUT result, unforced attempts skip the node this long (0 = off).
+    instance_cooldown_seconds: Annotated[int, Field(default=300, ge=0, le=86400, alias="INSTANCE_COOLDOWN_SECONDS")]
     safety_recheck_seconds: Annotated[int, Field(default=60, ge=1, le=900, alias="SAFETY_RECHECK_SECONDS")]
     document_step: str = "remediateCa"
 

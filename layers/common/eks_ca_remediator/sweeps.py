@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from eks_ca_remediator.errors import InvalidRequest
 from eks_ca_remediator.models import ClusterName, Status, Trigger
+from eks_ca_remediator.safety import COOLDOWN_AFTER, cooling_down
 from eks_ca_remediator.sources import BundleSource, SourceChange, SourceKind, clusters_using
 
 FINGERPRINT_RE = r"^([0-9a-f]{64})?$"
@@ -96,6 +97,7 @@ class NodeState(StrEnum):
     IN_FLIGHT = "in_flight"  # a live attempt is sending the current bundle (or this sweep's attempt)
     IN_FLIGHT_STALE = "in_flight_stale"  # a live attempt is sending another bundle: re-check later
     DONE = "done"  # this sweep already tried the node and that attempt is over
+    COOLING = "cooldown"  # drifted, but its last result is within the instance cooldown: a later pass
 
 
 def _epoch(iso_time: str) -> float:
@@ -103,12 +105,18 @@ def _epoch(iso_time: str) -> float:
 
 
 def node_state(
-    history: Sequence[Mapping[str, Any]], fingerprint: str, sweep_id: str, now: float, live_seconds: float
+    history: Sequence[Mapping[str, Any]],
+    fingerprint: str,
+    sweep_id: str,
+    now: float,
+    live_seconds: float,
+    cooldown_seconds: int = 0,
 ) -> NodeState:
     """Where one node stands against the current bundle. `history`: its attempts, newest first.
 
     An attempt that is not terminal and was updated within `live_seconds` is live (in flight);
-    an older one was abandoned (a lost status event) and no longer blocks the node.
+    an older one was abandoned (a lost status event) and no longer blocks the node. A drifted
+    node whose last result is within `cooldown_seconds` waits for a later pass (safety.py).
     """
     live = [
         a
@@ -128,7 +136,11 @@ def node_state(
     )
     if succeeded is not None and succeeded.get("fingerprint") == fingerprint:
         return NodeState.CURRENT
-    return NodeState.DRIFTED
+    last_result = max(
+        (_epoch(a["updated_at"]) for a in history if Status(a["status"]) in COOLDOWN_AFTER and a.get("updated_at")),
+        default=None,
+    )
+    return NodeState.COOLING if cooling_down(last_result, now, cooldown_seconds) else NodeState.DRIFTED
 
 
 @dataclass(frozen=True)
@@ -140,7 +152,8 @@ class SweepPlan:
     @property
     def needs_another_pass(self) -> bool:
         """Nodes wait on others: deferred by the limit, or in flight with another bundle."""
-        return self.deferred > 0 or self.counts.get(NodeState.IN_FLIGHT_STALE.value, 0) > 0
+        waiting = (NodeState.IN_FLIGHT_STALE, NodeState.COOLING)
+        return self.deferred > 0 or any(self.counts.get(state.value, 0) > 0 for state in waiting)
 
 
 def plan_sweep(states: Mapping[str, NodeState], budget: int) -> SweepPlan:

@@ -57,6 +57,8 @@ def _conditional_failed(exc: ClientError) -> bool:
 class Claim:
     won: bool
     holder: str | None
+    in_flight: bool = False  # lost to another live attempt (else to the cooldown)
+    last_finished_at: float | None = None
 
 
 class RecordStore:
@@ -239,36 +241,58 @@ class RecordStore:
 
     # ------------------------------------------------------------ in-flight claim
 
-    def claim(self, instance_id: str, sk: str, now: float, hold_seconds: int) -> Claim:
-        """Make `sk` the instance's in-flight attempt unless another live attempt holds it."""
+    def claim(
+        self, instance_id: str, sk: str, now: float, hold_seconds: int, finished_before: float | None = None
+    ) -> Claim:
+        """Make `sk` the instance's in-flight attempt unless another live attempt holds it, and,
+        with `finished_before`, unless the node's last result came after it (its cooldown)."""
+        condition = (
+            Attr("active_attempt").not_exists()
+            | Attr("active_attempt").eq(sk)
+            | Attr("active_until").lt(Decimal(str(now)))
+        )
+        if finished_before is not None:
+            condition &= Attr("last_finished_at").not_exists() | Attr("last_finished_at").lte(
+                Decimal(str(finished_before))
+            )
         try:
             self._table.update_item(
                 Key={"pk": instance_id, "sk": HEAD},
                 UpdateExpression="SET active_attempt = :me, active_until = :until",
-                ConditionExpression=(
-                    Attr("active_attempt").not_exists()
-                    | Attr("active_attempt").eq(sk)
-                    | Attr("active_until").lt(Decimal(str(now)))
-                ),
+                ConditionExpression=condition,
                 ExpressionAttributeValues={":me": sk, ":until": Decimal(str(now + hold_seconds))},
             )
         except ClientError as exc:
             if not _conditional_failed(exc):
                 raise
-            head = self._table.get_item(Key={"pk": instance_id, "sk": HEAD}, ConsistentRead=True).get("Item", {})
-            return Claim(won=False, holder=head.get("active_attempt"))
+            head = _from_dynamo(
+                self._table.get_item(Key={"pk": instance_id, "sk": HEAD}, ConsistentRead=True).get("Item", {})
+            )
+            holder = head.get("active_attempt")
+            held = holder is not None and holder != sk and float(head.get("active_until", 0)) >= now
+            return Claim(False, holder, in_flight=held, last_finished_at=head.get("last_finished_at"))
         return Claim(won=True, holder=sk)
 
-    def release(self, instance_id: str, sk: str) -> bool:
-        """Clear the in-flight claim if `sk` still holds it."""
+    def release(self, instance_id: str, sk: str, finished_at: float | None = None) -> bool:
+        """Clear the in-flight claim if `sk` still holds it; with `finished_at`, also note when
+        the node's last result came (the start of its cooldown), whoever holds the claim."""
+        key = {"pk": instance_id, "sk": HEAD}
+        update, values = "REMOVE active_attempt, active_until", {}
+        if finished_at is not None:
+            update, values = "SET last_finished_at = :t " + update, {":t": Decimal(str(finished_at))}
         try:
             self._table.update_item(
-                Key={"pk": instance_id, "sk": HEAD},
-                UpdateExpression="REMOVE active_attempt, active_until",
+                Key=key,
+                UpdateExpression=update,
                 ConditionExpression=Attr("active_attempt").eq(sk),
+                **({"ExpressionAttributeValues": values} if values else {}),
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
+            if not _conditional_failed(exc):
+                raise
+            if finished_at is not None:
+                self._table.update_item(
+                    Key=key, UpdateExpression="SET last_finished_at = :t", ExpressionAttributeValues=values
+                )
+            return False
         return True

@@ -11,7 +11,7 @@ from eks_ca_remediator.decisions import outcome_of, record_status_for, tail
 from eks_ca_remediator.errors import AttemptNotFound
 from eks_ca_remediator.logic.remediation import Remediator, iso
 from eks_ca_remediator.models import CommandInvocationStatusChange, Status
-from eks_ca_remediator.safety import breaker_effect
+from eks_ca_remediator.safety import COOLDOWN_AFTER, breaker_effect
 
 logger = Logger(child=True)
 OPEN = (Status.PENDING_AGENT, Status.SENT, Status.IN_PROGRESS)
@@ -79,7 +79,8 @@ def on_command_status(event: CommandInvocationStatusChange, remediator: Remediat
         "updated_at": iso(now),
     }
     updated = remediator.records.update_attempt(attempt["pk"], attempt["sk"], fields, only_if_status_in=OPEN)
-    remediator.records.release(attempt["pk"], attempt["sk"])
+    cools = updated is not None and outcome.status in COOLDOWN_AFTER  # the node's cooldown starts now
+    remediator.records.release(attempt["pk"], attempt["sk"], finished_at=now if cools else None)
     if updated is None:
         logger.info("duplicate terminal status event", command_id=detail.command_id, instance_id=detail.instance_id)
         return {"action": "duplicate", "status": attempt["status"]}

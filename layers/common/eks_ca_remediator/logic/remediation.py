@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from eks_ca_remediator import telemetry
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
 from eks_ca_remediator.adapters.queue import AgentWaitQueue
-from eks_ca_remediator.adapters.records import RecordStore, attempt_sk
+from eks_ca_remediator.adapters.records import Claim, RecordStore, attempt_sk
 from eks_ca_remediator.adapters.ssm import RunCommand
 from eks_ca_remediator.decisions import (
     GiveUp,
@@ -35,7 +35,7 @@ from eks_ca_remediator.decisions import (
 from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError, SendDenied
 from eks_ca_remediator.logic.plans import plan_for_attempt
 from eks_ca_remediator.models import AgentWaitMessage, Plan, Status, Target
-from eks_ca_remediator.safety import Breaker, in_flight_budget, in_flight_limit
+from eks_ca_remediator.safety import Breaker, cooling_down, in_flight_budget, in_flight_limit
 from eks_ca_remediator.settings import Settings
 from eks_ca_remediator.sweeps import live_seconds
 
@@ -225,9 +225,9 @@ class Remediator:
         batch_id = uuid.uuid4().hex[:16]
         to_send: list[dict[str, Any]] = []
         for attempt in attempts:
-            claim = self.records.claim(attempt["pk"], attempt["sk"], now, hold)
+            claim = self.records.claim(attempt["pk"], attempt["sk"], now, hold, self._finished_before(attempt, now))
             if not claim.won:
-                self._finish(attempt, Status.SKIPPED, f"another remediation is in flight ({claim.holder})", now)
+                self._finish(attempt, Status.SKIPPED, self._lost_claim(claim, now), now)
                 continue
             marked = self._mark_sending(attempt, batch_id, now)
             if marked:
@@ -271,6 +271,19 @@ class Remediator:
         count = len(self.running_nodes(cluster) if nodes is None else nodes)
         self.records.record_node_count(cluster, count, now)
         return count
+
+    def _finished_before(self, attempt: dict[str, Any], now: float) -> float | None:
+        """The node's last result must be older than this for the attempt to be sent (its
+        cooldown, safety.py); None: no cooldown for this attempt (forced, or cooldown off)."""
+        cooldown = self.settings.instance_cooldown_seconds
+        return None if attempt.get("force") or not cooldown else now - cooldown
+
+    def _lost_claim(self, claim: Claim, now: float) -> str:
+        cooldown = self.settings.instance_cooldown_seconds
+        if not claim.in_flight and cooling_down(claim.last_finished_at, now, cooldown):
+            ago = now - (claim.last_finished_at or now)
+            return f"cooldown: the node's last attempt finished {ago:.0f} s ago (cooldown {cooldown} s)"
+        return f"another remediation is in flight ({claim.holder})"
 
     def _within_safety_limits(
         self, attempts: Sequence[dict[str, Any]], cluster: str, now: float

@@ -90,7 +90,9 @@ class Sweeper:
         for index, instance_id in enumerate(nodes):
             if index % HISTORY_CHECK_EVERY == 0 and remaining_ms() < TIME_MARGIN_MS:
                 return self._continue(job, 0, summary | {"action": "continued", "nodes": len(nodes), "read": index})
-            states[instance_id] = node_state(r.records.history(instance_id), job.fingerprint, job.sweep_id, now, live)
+            history = r.records.history(instance_id)
+            cooldown = r.settings.instance_cooldown_seconds
+            states[instance_id] = node_state(history, job.fingerprint, job.sweep_id, now, live, cooldown)
         room, limit = r.in_flight_room(job.cluster, now)  # the one in-flight limit, every trigger's
         todo = plan_sweep(states, room)
         summary |= {"nodes": len(nodes), "states": todo.counts, "limit": limit, "deferred": todo.deferred, "started": 0}
