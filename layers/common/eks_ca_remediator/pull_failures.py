@@ -58,7 +58,13 @@ _S3 = re.compile(r"^(?:[a-z0-9.-]+\.)?s3[.-](?:[a-z0-9-]+\.)*amazonaws\.com(?:\.
 # Node fields as they appear in a JSON record's raw text (str.find is far cheaper than a regex scan).
 _RAW_INSTANCE_KEYS = tuple(f'"{key}":' for key in ("ec2_instance_id", "instance_id", "InstanceId", "instanceId"))
 _RAW_HOST_KEYS = tuple(f'"{key}":' for key in ("hostname", "_HOSTNAME", "host", "NodeName", "nodeName"))
-_RAW_VALUE = re.compile(r'\s*"([a-z0-9.-]{3,128})"')
+# A field's value: a string of 3-128 of [a-z0-9.-] that is an instance id or a private DNS name, read
+# and validated by one match (both forms are made of those characters only - `\d` spelled [0-9] so no
+# other digits pass; the caller checks the length).
+_RAW_INSTANCE_ID = re.compile(r'\s*"(' + INSTANCE_ID_RE.pattern.removeprefix("^").removesuffix("$") + ')"')
+_RAW_HOSTNAME = re.compile(r'\s*"' + _PRIVATE_DNS.pattern.removeprefix(r"(?<![\w.])").replace(r"\d", "[0-9]") + '"')
+_RAW_NODE_KEYS = _RAW_INSTANCE_KEYS + _RAW_HOST_KEYS
+_UNSEEN: Any = object()
 # A line is about an image pull when it holds one of these.
 _CONTEXT_MARKERS = (
     "PullImage",
@@ -70,6 +76,13 @@ _CONTEXT_MARKERS = (
     "httpReadSeeker",
 )
 _WORTH_A_LOOK = ("x509", "pull", "Pull")  # every line classify() can accept holds one of these
+# The leftmost marker in one scan (a regex alternation of the literals; cheaper than a find per marker).
+_CONTEXT = re.compile("|".join(re.escape(marker) for marker in _CONTEXT_MARKERS))
+# Markers that hold none of _WORTH_A_LOOK: a line found by one of these still needs the word check.
+_MARKERS_WITHOUT_A_WORD = frozenset(m for m in _CONTEXT_MARKERS if not any(w in m for w in _WORTH_A_LOOK))
+_ESCAPED = re.compile(r"\\[/u]")  # a JSON record whose shipper escaped `/` or used `\u` escapes
+_ESCAPE_OR_CONTEXT = re.compile(_ESCAPED.pattern + "|" + _CONTEXT.pattern)  # the leftmost of either
+_FROM_STREAM = "\0log stream"  # parse_lines' result key for a plain line: its node is the log stream's
 _TEXT_FIELDS = ("message", "MESSAGE", "log", "msg")
 _INSTANCE_FIELDS = ("ec2_instance_id", "instance_id", "InstanceId", "instanceId")
 _HOST_FIELDS = ("hostname", "_HOSTNAME", "host", "NodeName", "nodeName")
@@ -137,7 +150,7 @@ def decode_subscription(event: Any) -> LogBatch:
     events = raw.get("logEvents", [])
     if not isinstance(events, list):
         raise InvalidRequest("CloudWatch Logs payload: logEvents is not a list")
-    messages = tuple(e["message"] for e in events if isinstance(e, dict) and isinstance(e.get("message"), str))
+    messages = tuple([e["message"] for e in events if isinstance(e, dict) and isinstance(e.get("message"), str)])
     return LogBatch(message_type, str(raw.get("logGroup", "")), str(raw.get("logStream", "")), messages)
 
 
@@ -257,62 +270,163 @@ def _parse_decoded(message: str, log_stream: str) -> PullFailureLine | None:
     return PullFailureLine(node_of(record, log_stream), failure)
 
 
-def _raw_field(record_text: str, key: str) -> str:
-    at = record_text.find(key)
+def _raw_field(record_text: str, key: str, at: int, value: re.Pattern[str]) -> str:
+    """The value of `key` found at `at` in a JSON record's raw text when it is a `value`; else ""."""
     if at <= 0 or record_text[at - 1] == "\\":  # absent, or inside an escaped string
         return ""
-    match = _RAW_VALUE.match(record_text, at + len(key))
-    return match.group(1) if match else ""
+    match = value.match(record_text, at + len(key))
+    return match.group(1) if match and len(match.group(1)) <= 128 else ""
 
 
 def _raw_node(record_text: str) -> NodeRef | None:
-    """The node named by a shipper field of a JSON record, read without decoding it."""
+    """The node named by a shipper field of a JSON record, read without decoding it: the first
+    instance-id key (in list order) holding an instance id, else the first host key holding a
+    private DNS name."""
     for key in _RAW_INSTANCE_KEYS:
-        if (value := _raw_field(record_text, key)) and INSTANCE_ID_RE.fullmatch(value):
+        if value := _raw_field(record_text, key, record_text.find(key), _RAW_INSTANCE_ID):
             return NodeRef(instance_id=value)
     for key in _RAW_HOST_KEYS:
-        if (value := _raw_field(record_text, key)) and _PRIVATE_DNS.fullmatch(value):
+        if value := _raw_field(record_text, key, record_text.find(key), _RAW_HOSTNAME):
             return NodeRef(hostname=value)
     return None
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What parse_lines learns once about a JSON record's text from the pull context on."""
+
+    escaped: bool  # holds `\/` or `\u`
+    has_instance_key: bool  # holds "nstance", which every instance-id key does
+    instance_keys: tuple[tuple[str, int], ...]  # each instance-id key, where it first occurs in the text or -1
+    host_keys: tuple[tuple[str, int], ...]  # the same for the host keys
+
+
+def _context_facts(text: str) -> _Context:
+    return _Context(
+        _ESCAPED.search(text) is not None,
+        "nstance" in text,
+        tuple((key, text.find(key)) for key in _RAW_INSTANCE_KEYS),
+        tuple((key, text.find(key)) for key in _RAW_HOST_KEYS),
+    )
+
+
+def _raw_node_split(message: str, start: int, facts: _Context, nodes: dict[str, NodeRef]) -> str:
+    """_raw_node on `message`, scanning only the part before `start` (the facts say what the rest holds);
+    returns the node's value ("" when none), its NodeRef put in `nodes`.
+
+    A key's first occurrence is in the part before `start` when it is there at all, else in the rest:
+    none can straddle `start`, where the text begins with a context marker and no key's tail does
+    (tests/unit/test_pull_failures_scan.py checks this)."""
+    if facts.has_instance_key or message.find("nstance", 0, start) >= 0:
+        for key, rest_at in facts.instance_keys:
+            if (at := message.find(key, 0, start)) < 0:
+                if rest_at < 0:
+                    continue
+                at = start + rest_at
+            if value := _raw_field(message, key, at, _RAW_INSTANCE_ID):
+                if value not in nodes:
+                    nodes[value] = NodeRef(value, "")
+                return value
+    for key, rest_at in facts.host_keys:
+        if (at := message.find(key, 0, start)) < 0:
+            if rest_at < 0:
+                continue
+            at = start + rest_at
+        # _raw_field, inlined: this is the common case
+        if (
+            at > 0
+            and message[at - 1] != "\\"
+            and (match := _RAW_HOSTNAME.match(message, at + len(key)))
+            and len(value := match.group(1)) <= 128
+        ):
+            if value not in nodes:
+                nodes[value] = NodeRef("", value)  # (positional: noticeably cheaper than keywords)
+            return value
+    return ""
+
+
 def _context_start(text: str) -> int:
-    found = [at for marker in _CONTEXT_MARKERS if (at := text.find(marker)) >= 0]
-    return min(found) if found else -1
+    match = _CONTEXT.search(text)
+    return match.start() if match else -1
+
+
+def _worth_a_look(message: str) -> bool:
+    return "x509" in message or "pull" in message or "Pull" in message
 
 
 def parse_lines(messages: Iterable[str], log_stream: str) -> list[PullFailureLine]:
     """The pull failures among one payload's events (one log stream), in order.
 
-    A flood repeats one failure in lines that differ only before it (timestamps, pids), so a
-    classification is kept per payload under the text from the pull context on. JSON records are
-    classified on their raw text - the markers and `\\*"`-tolerant patterns read the same escaped -
-    unless the shipper escaped `/` or used `\\u` escapes, which are decoded first.
+    A flood repeats one failure in lines that differ only before it (timestamps, pids, the node),
+    so the work is shared within the payload, never across payloads: a line seen before in this
+    payload gets the same (immutable) result; a classification - and, for JSON records, what the
+    text from the pull context on holds - is kept under that text; node references and results are
+    built once per (node, classification). JSON records are classified on their raw text - the
+    markers and `\\*"`-tolerant patterns read the same escaped - unless the shipper escaped `/` or
+    used `\\u` escapes, which are decoded first.
     """
-    seen: dict[str, PullFailure | None] = {}
+    by_message: dict[str, PullFailureLine | None] = {}
+    by_context: dict[str, PullFailure | None] = {}
+    json_context: dict[str, _Context] = {}
+    nodes: dict[str, NodeRef] = {}
+    results: dict[tuple[str, str], PullFailureLine] = {}
+    stream_node: NodeRef | None | object = _UNSEEN
     lines: list[PullFailureLine] = []
+    append = lines.append
+    context = _CONTEXT.search
+    scan = _ESCAPE_OR_CONTEXT.search
     for message in messages:
-        if not any(word in message for word in _WORTH_A_LOOK):
+        if message in by_message:
+            if (line := by_message[message]) is not None:
+                append(line)
             continue
+        by_message[message] = None
         is_json = message.startswith("{")
-        if is_json and ("\\/" in message or "\\u" in message):
-            if line := _parse_decoded(message, log_stream):
-                lines.append(line)
+        # One scan finds the pull context and, for a JSON record, whether escapes come before it.
+        if (match := scan(message)) is not None and message[match.start()] == "\\":
+            if is_json:
+                if _worth_a_look(message):
+                    by_message[message] = line = _parse_decoded(message, log_stream)
+                    if line is not None:
+                        append(line)
+                continue
+            match = context(message)  # a plain line: escapes are just text
+        if match is None:
             continue
-        start = _context_start(message)
-        if start < 0:
+        if match.group() in _MARKERS_WITHOUT_A_WORD and not _worth_a_look(message):
             continue
+        start = match.start()
         key = message[start:]
-        if key in seen:
-            failure = seen[key]
+        if is_json:
+            if (facts := json_context.get(key)) is None:
+                facts = json_context[key] = _context_facts(key)
+            if facts.escaped:  # (an escape cannot straddle `start`: the text there begins with a letter)
+                by_message[message] = line = _parse_decoded(message, log_stream)
+                if line is not None:
+                    append(line)
+                continue
+        if key in by_context:
+            failure = by_context[key]
         else:
-            failure = seen[key] = classify(message)
+            failure = by_context[key] = classify(message)
         if failure is None:
             continue
-        node = _raw_node(message) if is_json else None
-        if node is None:
-            node = node_of(_json_record(message) if is_json else None, log_stream)
-        lines.append(PullFailureLine(node, failure))
+        if not is_json:
+            value = _FROM_STREAM
+        elif not (value := _raw_node_split(message, start, facts, nodes)):
+            line = by_message[message] = PullFailureLine(node_of(_json_record(message), log_stream), failure)
+            append(line)
+            continue
+        if (line := results.get((value, key))) is None:
+            if value is _FROM_STREAM:
+                if stream_node is _UNSEEN:
+                    stream_node = node_of(None, log_stream)
+                node = stream_node
+            else:
+                node = nodes[value]
+            line = results[value, key] = PullFailureLine(node, failure)
+        by_message[message] = line
+        append(line)
     return lines
 
 
