@@ -223,7 +223,7 @@ def test_after_success_a_new_trigger_can_send_again_once_the_cooldown_has_passed
     [node] = world.add_nodes()
     on_launch(world.launch_event(node), LambdaContext())
     world.finish_all()
-    world.clock.advance(world.settings.instance_cooldown_seconds)
+    world.clock.advance(world.settings.instance_cooldown_seconds + 1)
     on_launch(world.launch_event(node), LambdaContext())
     assert len(world.ssm.commands) == 2
 
