@@ -898,19 +898,17 @@ class NodeLab:
         self.cri_pull()
 
     def start_containerd(self, prime: bool = True) -> int:
-        self.sh("systemctl start containerd")
-        self._wait_cri()
-        if prime:
-            self._prime()
-        pid = self.containerd_pid()
-        assert pid is not None
-        return pid
+        return self._systemctl_containerd("start", prime)
 
     def stop_containerd(self) -> None:
         self.sh("systemctl stop containerd")
 
     def restart_containerd(self, prime: bool = True) -> int:
-        self.sh("systemctl restart containerd")
+        return self._systemctl_containerd("restart", prime)
+
+    def _systemctl_containerd(self, verb: str, prime: bool) -> int:
+        """start/restart through the systemctl stand-in, wait for CRI, prime the CA cache; the new PID."""
+        self.sh(f"systemctl {verb} containerd")
         self._wait_cri()
         if prime:
             self._prime()
