@@ -323,8 +323,14 @@ class Remediator:
             self._wait(updated, checks=0, delay=self.settings.safety_recheck_seconds)
 
     def _mark_sending(self, attempt: dict[str, Any], batch_id: str, now: float) -> bool:
-        """Mark the attempt as being sent in batch_id; recover a send an earlier run did not record."""
-        fresh = self.records.get_attempt(attempt["pk"], attempt["sk"]) or attempt
+        """Mark the attempt as being sent in batch_id; recover a send an earlier run did not record.
+
+        The attempt in hand was read (or written) by this invocation; it is read again only when it
+        shows an earlier send, whose progress matters. The compare-and-set below refuses the mark
+        when anyone has marked or recorded a send since."""
+        fresh = attempt
+        if attempt.get("send_batch") or attempt.get("command_id"):
+            fresh = self.records.get_attempt(attempt["pk"], attempt["sk"]) or attempt
         if fresh.get("command_id"):
             return False
         earlier = fresh.get("send_batch")
@@ -347,7 +353,7 @@ class Remediator:
             {"send_batch": batch_id, "send_started_at": now, "updated_at": iso(now)},
             only_if_status_in=WAITING,
             # compare-and-set: of concurrent invocations that read the same send_batch, one wins
-            only_if_unchanged={"send_batch": earlier or None},
+            only_if_unchanged={"send_batch": earlier or None, "command_id": None},
         )
         return updated is not None and updated.get("send_batch") == batch_id
 
