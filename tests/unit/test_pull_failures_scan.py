@@ -94,3 +94,14 @@ def test_raw_node_reads_only_ascii_names_of_at_most_128_characters():
         instance_id="i-0123456789abcdef0"
     )
     assert _raw_node('{"instance_id": "ip-10-0-1-23.ec2.internal"}') is None
+
+
+def test_raw_node_takes_the_leftmost_host_field_and_skips_one_inside_an_escaped_string():
+    inner = '{"log": "relayed {\\"host\\": \\"ip-10-9-9-9.ec2.internal\\"}", "host": "ip-10-0-1-23.ec2.internal"}'
+    assert _raw_node(inner) == NodeRef(hostname="ip-10-0-1-23.ec2.internal")
+    both = '{"host": "not-a-node", "nodeName": "ip-10-0-0-7.ec2.internal", "hostname": "ip-10-0-0-8.ec2.internal"}'
+    assert _raw_node(both) == NodeRef(hostname="ip-10-0-0-7.ec2.internal")
+    line = both[:-1] + ', "log": "PullImage \\"r.example/a:1\\": x509: certificate signed by unknown authority"}'
+    assert parse_line(line, "fluent-bit").node == NodeRef(hostname="ip-10-0-0-7.ec2.internal")
+    escaped = line.replace("r.example/a", "r.example\\/a")  # decoded first: the same node
+    assert parse_line(escaped, "fluent-bit").node == NodeRef(hostname="ip-10-0-0-7.ec2.internal")

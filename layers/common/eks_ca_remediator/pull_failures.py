@@ -21,12 +21,14 @@ failures at all (webhooks, metrics scrapes, successful pulls, back-off notices) 
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import re
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from aws_lambda_powertools.utilities.data_classes.cloud_watch_logs_event import CloudWatchLogsEvent
 
@@ -64,7 +66,12 @@ _RAW_HOST_KEYS = tuple(f'"{key}":' for key in ("hostname", "_HOSTNAME", "host", 
 _RAW_INSTANCE_ID = re.compile(r'\s*"(' + INSTANCE_ID_RE.pattern.removeprefix("^").removesuffix("$") + ')"')
 _RAW_HOSTNAME = re.compile(r'\s*"' + _PRIVATE_DNS.pattern.removeprefix(r"(?<![\w.])").replace(r"\d", "[0-9]") + '"')
 _RAW_NODE_KEYS = _RAW_INSTANCE_KEYS + _RAW_HOST_KEYS
+# A host field and its private DNS name in one search: far cheaper than a find per key.
+_RAW_HOST_FIELD = re.compile(
+    '"(?:' + "|".join(re.escape(key.strip('":')) for key in _RAW_HOST_KEYS) + ')":' + _RAW_HOSTNAME.pattern
+)
 _UNSEEN: Any = object()
+_MESSAGE = operator.itemgetter("message")
 # A line is about an image pull when it holds one of these.
 _CONTEXT_MARKERS = (
     "PullImage",
@@ -79,7 +86,7 @@ _WORTH_A_LOOK = ("x509", "pull", "Pull")  # every line classify() can accept hol
 # The leftmost marker in one scan (a regex alternation of the literals; cheaper than a find per marker).
 _CONTEXT = re.compile("|".join(re.escape(marker) for marker in _CONTEXT_MARKERS))
 # Markers that hold none of _WORTH_A_LOOK: a line found by one of these still needs the word check.
-_MARKERS_WITHOUT_A_WORD = frozenset(m for m in _CONTEXT_MARKERS if not any(w in m for w in _WORTH_A_LOOK))
+_MARKERS_WITHOUT_A_WORD = tuple(m for m in _CONTEXT_MARKERS if not any(w in m for w in _WORTH_A_LOOK))
 _ESCAPED = re.compile(r"\\[/u]")  # a JSON record whose shipper escaped `/` or used `\u` escapes
 _ESCAPE_OR_CONTEXT = re.compile(_ESCAPED.pattern + "|" + _CONTEXT.pattern)  # the leftmost of either
 _FROM_STREAM = "\0log stream"  # parse_lines' result key for a plain line: its node is the log stream's
@@ -150,16 +157,22 @@ def decode_subscription(event: Any) -> LogBatch:
     events = raw.get("logEvents", [])
     if not isinstance(events, list):
         raise InvalidRequest("CloudWatch Logs payload: logEvents is not a list")
-    messages = tuple([e["message"] for e in events if isinstance(e, dict) and isinstance(e.get("message"), str)])
+    try:  # the usual payload, read in C: every event an object with a string message
+        messages = tuple(map(_MESSAGE, events))
+        well_formed = not messages or set(map(type, messages)) == {str}
+    except (KeyError, TypeError):
+        well_formed = False
+    if not well_formed:  # keep the events that have one
+        messages = tuple([e["message"] for e in events if isinstance(e, dict) and isinstance(e.get("message"), str)])
     return LogBatch(message_type, str(raw.get("logGroup", "")), str(raw.get("logStream", "")), messages)
 
 
 # ---------------------------------------------------------------- one log line
 
 
-@dataclass(frozen=True)
-class NodeRef:
-    """Who logged a line: an instance id, or a private DNS hostname to resolve."""
+class NodeRef(NamedTuple):
+    """Who logged a line: an instance id, or a private DNS hostname to resolve. (Named tuples: a flood
+    builds one per node and line kind, and a tuple is built several times faster than a frozen dataclass.)"""
 
     instance_id: str = ""
     hostname: str = ""
@@ -178,8 +191,7 @@ class PullFailure:
         return self.kind == "unknown-authority"
 
 
-@dataclass(frozen=True)
-class PullFailureLine:
+class PullFailureLine(NamedTuple):
     node: NodeRef | None
     failure: PullFailure
 
@@ -209,10 +221,12 @@ def node_of(record: Mapping[str, Any] | None, log_stream: str) -> NodeRef | None
             value = record.get(key)
             if isinstance(value, str) and INSTANCE_ID_RE.fullmatch(value):
                 return NodeRef(instance_id=value)
-        kubernetes = record.get("kubernetes")
-        hosts = [record.get(key) for key in _HOST_FIELDS]
-        if isinstance(kubernetes, dict):
-            hosts.append(kubernetes.get("host"))
+        hosts = []  # in the record's order, as the raw-text reading finds them (the leftmost first)
+        for key, value in record.items():
+            if key in _HOST_FIELDS:
+                hosts.append(value)
+            elif key == "kubernetes" and isinstance(value, dict):
+                hosts.append(value.get("host"))
         for value in hosts:
             if isinstance(value, str):
                 if match := _INSTANCE_IN_TEXT.search(value):
@@ -278,69 +292,53 @@ def _raw_field(record_text: str, key: str, at: int, value: re.Pattern[str]) -> s
     return match.group(1) if match and len(match.group(1)) <= 128 else ""
 
 
+def _raw_host(record_text: str, start: int = 0, end: int | None = None) -> str:
+    """The leftmost host field in record_text[start:end] whose value is a private DNS name of at most
+    128 characters (and not inside an escaped string), or ""."""
+    end = len(record_text) if end is None else end
+    while (match := _RAW_HOST_FIELD.search(record_text, start, end)) is not None:
+        if record_text[match.start() - 1] != "\\" and len(match.group(1)) <= 128:
+            return match.group(1)
+        start = match.start() + 1
+    return ""
+
+
 def _raw_node(record_text: str) -> NodeRef | None:
     """The node named by a shipper field of a JSON record, read without decoding it: the first
-    instance-id key (in list order) holding an instance id, else the first host key holding a
+    instance-id key (in list order) holding an instance id, else the leftmost host field holding a
     private DNS name."""
     for key in _RAW_INSTANCE_KEYS:
         if value := _raw_field(record_text, key, record_text.find(key), _RAW_INSTANCE_ID):
             return NodeRef(instance_id=value)
-    for key in _RAW_HOST_KEYS:
-        if value := _raw_field(record_text, key, record_text.find(key), _RAW_HOSTNAME):
-            return NodeRef(hostname=value)
+    if value := _raw_host(record_text):
+        return NodeRef(hostname=value)
     return None
 
 
-@dataclass(frozen=True)
-class _Context:
-    """What parse_lines learns once about a JSON record's text from the pull context on."""
+class _Seen:
+    """What parse_lines learns once about the text of a line from its pull context on (its key)."""
 
-    escaped: bool  # holds `\/` or `\u`
-    has_instance_key: bool  # holds "nstance", which every instance-id key does
-    instance_keys: tuple[tuple[str, int], ...]  # each instance-id key, where it first occurs in the text or -1
-    host_keys: tuple[tuple[str, int], ...]  # the same for the host keys
+    __slots__ = ("escaped", "failure", "host", "instance_keys", "needs_word")
 
-
-def _context_facts(text: str) -> _Context:
-    return _Context(
-        _ESCAPED.search(text) is not None,
-        "nstance" in text,
-        tuple((key, text.find(key)) for key in _RAW_INSTANCE_KEYS),
-        tuple((key, text.find(key)) for key in _RAW_HOST_KEYS),
-    )
+    def __init__(self, text: str) -> None:
+        self.failure: PullFailure | None | object = _UNSEEN  # classify() of the first line reaching it
+        self.needs_word = text.startswith(_MARKERS_WITHOUT_A_WORD)  # its marker holds none of _WORTH_A_LOOK
+        # For JSON records (an escape, a key or its value cannot straddle the start of the context,
+        # where the text begins with a marker: tests/unit/test_pull_failures_scan.py checks this):
+        self.escaped = _ESCAPED.search(text) is not None  # holds `\/` or `\u`
+        self.instance_keys = tuple((key, text.find(key)) for key in _RAW_INSTANCE_KEYS)  # first occurrence or -1
+        self.host = _raw_host(text) if '":' in text else ""  # the leftmost host field's DNS name, or ""
 
 
-def _raw_node_split(message: str, start: int, facts: _Context, nodes: dict[str, NodeRef]) -> str:
-    """_raw_node on `message`, scanning only the part before `start` (the facts say what the rest holds);
-    returns the node's value ("" when none), its NodeRef put in `nodes`.
-
-    A key's first occurrence is in the part before `start` when it is there at all, else in the rest:
-    none can straddle `start`, where the text begins with a context marker and no key's tail does
-    (tests/unit/test_pull_failures_scan.py checks this)."""
-    if facts.has_instance_key or message.find("nstance", 0, start) >= 0:
-        for key, rest_at in facts.instance_keys:
-            if (at := message.find(key, 0, start)) < 0:
-                if rest_at < 0:
-                    continue
-                at = start + rest_at
-            if value := _raw_field(message, key, at, _RAW_INSTANCE_ID):
-                if value not in nodes:
-                    nodes[value] = NodeRef(value, "")
-                return value
-    for key, rest_at in facts.host_keys:
+def _raw_instance_split(message: str, start: int, seen: _Seen) -> str:
+    """The first instance-id key (in list order) holding an instance id in a JSON record, scanning only
+    the part before `start` (`seen` says what the rest holds); "" when none."""
+    for key, rest_at in seen.instance_keys:
         if (at := message.find(key, 0, start)) < 0:
             if rest_at < 0:
                 continue
             at = start + rest_at
-        # _raw_field, inlined: this is the common case
-        if (
-            at > 0
-            and message[at - 1] != "\\"
-            and (match := _RAW_HOSTNAME.match(message, at + len(key)))
-            and len(value := match.group(1)) <= 128
-        ):
-            if value not in nodes:
-                nodes[value] = NodeRef("", value)  # (positional: noticeably cheaper than keywords)
+        if value := _raw_field(message, key, at, _RAW_INSTANCE_ID):
             return value
     return ""
 
@@ -354,7 +352,7 @@ def _worth_a_look(message: str) -> bool:
     return "x509" in message or "pull" in message or "Pull" in message
 
 
-def parse_lines(messages: Iterable[str], log_stream: str) -> list[PullFailureLine]:
+def parse_lines(messages: Sequence[str], log_stream: str) -> list[PullFailureLine]:
     """The pull failures among one payload's events (one log stream), in order.
 
     A flood repeats one failure in lines that differ only before it (timestamps, pids, the node),
@@ -363,71 +361,79 @@ def parse_lines(messages: Iterable[str], log_stream: str) -> list[PullFailureLin
     text from the pull context on holds - is kept under that text; node references and results are
     built once per (node, classification). JSON records are classified on their raw text - the
     markers and `\\*"`-tolerant patterns read the same escaped - unless the shipper escaped `/` or
-    used `\\u` escapes, which are decoded first.
+    used `\\u` escapes, which are decoded first. A JSON record's node is read from its raw text too
+    (_raw_node), the part before the pull context searched once per line.
     """
-    by_message: dict[str, PullFailureLine | None] = {}
-    by_context: dict[str, PullFailure | None] = {}
-    json_context: dict[str, _Context] = {}
+    # every distinct line once (dict.fromkeys: one pass in C), then each line's result by lookup
+    by_message: dict[str, PullFailureLine | None] = dict.fromkeys(messages)
+    by_key: dict[str, _Seen] = {}
     nodes: dict[str, NodeRef] = {}
     results: dict[tuple[str, str], PullFailureLine] = {}
     stream_node: NodeRef | None | object = _UNSEEN
-    lines: list[PullFailureLine] = []
-    append = lines.append
     context = _CONTEXT.search
     scan = _ESCAPE_OR_CONTEXT.search
-    for message in messages:
-        if message in by_message:
-            if (line := by_message[message]) is not None:
-                append(line)
-            continue
-        by_message[message] = None
-        is_json = message.startswith("{")
+    host_field = _RAW_HOST_FIELD.search
+    # tuple.__new__ builds a named tuple in C, without the Python-level __new__ of its class
+    new_node = functools.partial(tuple.__new__, NodeRef)
+    new_line = functools.partial(tuple.__new__, PullFailureLine)
+    found_any = False
+    for message in by_message:
         # One scan finds the pull context and, for a JSON record, whether escapes come before it.
-        if (match := scan(message)) is not None and message[match.start()] == "\\":
-            if is_json:
-                if _worth_a_look(message):
-                    by_message[message] = line = _parse_decoded(message, log_stream)
-                    if line is not None:
-                        append(line)
-                continue
-            match = context(message)  # a plain line: escapes are just text
-        if match is None:
-            continue
-        if match.group() in _MARKERS_WITHOUT_A_WORD and not _worth_a_look(message):
+        if (match := scan(message)) is None:
             continue
         start = match.start()
-        key = message[start:]
-        if is_json:
-            if (facts := json_context.get(key)) is None:
-                facts = json_context[key] = _context_facts(key)
-            if facts.escaped:  # (an escape cannot straddle `start`: the text there begins with a letter)
-                by_message[message] = line = _parse_decoded(message, log_stream)
-                if line is not None:
-                    append(line)
+        is_json = message[0] == "{"
+        if message[start] == "\\":
+            if is_json:
+                if _worth_a_look(message) and (line := _parse_decoded(message, log_stream)) is not None:
+                    by_message[message] = line
+                    found_any = True
                 continue
-        if key in by_context:
-            failure = by_context[key]
-        else:
-            failure = by_context[key] = classify(message)
+            if (match := context(message)) is None:  # a plain line: escapes are just text
+                continue
+            start = match.start()
+        key = message[start:]
+        if (seen := by_key.get(key)) is None:
+            seen = by_key[key] = _Seen(key)
+        if seen.needs_word and not _worth_a_look(message):
+            continue
+        if is_json and seen.escaped:
+            if (line := _parse_decoded(message, log_stream)) is not None:
+                by_message[message] = line
+                found_any = True
+            continue
+        if (failure := seen.failure) is _UNSEEN:
+            failure = seen.failure = classify(message)
         if failure is None:
             continue
+        found_any = True
         if not is_json:
             value = _FROM_STREAM
-        elif not (value := _raw_node_split(message, start, facts, nodes)):
-            line = by_message[message] = PullFailureLine(node_of(_json_record(message), log_stream), failure)
-            append(line)
-            continue
+        else:
+            # every instance-id key holds "nstance"; without one, the common case: one search of the
+            # part before the pull context for a host field
+            if "nstance" in message and (value := _raw_instance_split(message, start, seen)):
+                if value not in nodes:
+                    nodes[value] = new_node((value, ""))
+            elif (found := host_field(message, 0, start)) is None:
+                value = seen.host
+            elif message[found.start() - 1] == "\\" or len(value := found.group(1)) > 128:
+                value = _raw_host(message, found.start() + 1, start) or seen.host
+            if not value:
+                by_message[message] = PullFailureLine(node_of(_json_record(message), log_stream), failure)
+                continue
         if (line := results.get((value, key))) is None:
             if value is _FROM_STREAM:
                 if stream_node is _UNSEEN:
                     stream_node = node_of(None, log_stream)
                 node = stream_node
-            else:
-                node = nodes[value]
-            line = results[value, key] = PullFailureLine(node, failure)
+            elif (node := nodes.get(value)) is None:
+                node = nodes[value] = new_node(("", value))
+            line = results[value, key] = new_line((node, failure))
         by_message[message] = line
-        append(line)
-    return lines
+    if not found_any:
+        return []
+    return [line for message in messages if (line := by_message[message]) is not None]
 
 
 def parse_line(message: str, log_stream: str) -> PullFailureLine | None:
