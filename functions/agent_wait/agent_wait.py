@@ -33,7 +33,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             failures.append(record.get("messageId", ""))
     if messages:
         try:
-            on_agent_wait([m for _, m in messages], wiring.remediator())
+            on_agent_wait([m for _, m in messages], wiring.remediator)
         except Exception:
             logger.exception("agent-wait re-check failed; SQS will redeliver", messages=len(messages))
             failures += [message_id for message_id, _ in messages]

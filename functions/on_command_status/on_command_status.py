@@ -21,7 +21,7 @@ metrics = Metrics()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     parsed = parse(CommandInvocationStatusChange, event, "SSM command status event")
     logger.append_keys(instance_id=parsed.detail.instance_id, command_id=parsed.detail.command_id)
-    result = on_command_status(parsed, wiring.remediator())
+    result = on_command_status(parsed, wiring.remediator(parsed.account))
     if result["action"] == "duplicate":
         metrics.add_metric(name="StatusEventsDeduplicated", unit=MetricUnit.Count, value=1)
     return result

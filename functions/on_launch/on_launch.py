@@ -21,7 +21,7 @@ metrics = Metrics()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     parsed = parse(InstanceStateChange, event, "EC2 state-change event")
     logger.append_keys(instance_id=parsed.detail.instance_id)
-    result = on_launch(parsed, wiring.remediator())
+    result = on_launch(parsed, wiring.remediator(parsed.account))
     metrics.add_metric(name="LaunchEvents", unit=MetricUnit.Count, value=1)
     if result["action"] == "remediating":
         metrics.add_metric(name="RemediationsStarted", unit=MetricUnit.Count, value=len(result["records"]))

@@ -21,6 +21,6 @@ metrics = Metrics()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(ManualRequest, event, "manual remediation request")
     logger.append_keys(instance_id=request.instance_id, cluster=request.cluster)
-    result = remediate(request, context.aws_request_id, wiring.remediator())
+    result = remediate(request, context.aws_request_id, wiring.remediator(request.account))
     metrics.add_metric(name="RemediationsStarted", unit=MetricUnit.Count, value=result["count"])
     return result

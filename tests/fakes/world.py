@@ -16,13 +16,13 @@ from typing import Any
 
 import boto3
 from aws_lambda_powertools.utilities import parameters
-from eks_ca_remediator import wiring
+from eks_ca_remediator import edge, wiring
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
 from eks_ca_remediator.adapters.records import RecordStore
 from eks_ca_remediator.adapters.ssm import RunCommand
 from eks_ca_remediator.logic.remediation import Remediator
 from eks_ca_remediator.models import AgentWaitMessage
-from eks_ca_remediator.settings import Settings
+from eks_ca_remediator.settings import Settings, get_settings
 from moto import mock_aws
 from ssm_document import load_template
 
@@ -152,12 +152,15 @@ class World:
                 clock=clock,
             )
             world = cls(clock, fake_ssm, queue, settings, remediator, ec2, table, ssm_parameters, ca_pem)
-            original = wiring.remediator
-            wiring.remediator = lambda: remediator  # the handlers' factory, swapped
+            original = wiring.home_remediator
+            wiring.home_remediator = lambda: remediator  # the handlers' factory, swapped
+            wiring.get_settings = lambda: settings  # (reset() clears the real one's cache)
+            edge.get_settings = wiring.get_settings
             try:
                 yield world
             finally:
-                wiring.remediator = original
+                wiring.home_remediator = original
+                wiring.get_settings = edge.get_settings = get_settings
                 wiring.reset()
                 parameters.clear_caches()
 

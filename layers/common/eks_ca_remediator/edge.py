@@ -12,6 +12,7 @@ from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ValidationError
 
 from eks_ca_remediator.errors import InvalidRequest
+from eks_ca_remediator.settings import get_settings
 
 M = TypeVar("M", bound=BaseModel)
 MAX_EVENT_CHARS = 256 * 1024
@@ -79,10 +80,15 @@ def origins_of(event: Any) -> list[tuple[str, Origin | None, str | None]]:
     return found
 
 
-def require_own_origin(event: Any, context: Any) -> None:
-    """Refuse an event from another account or region than this deployment's."""
+def require_own_origin(event: Any, context: Any, members: bool = False) -> None:
+    """Refuse an event from another account or region than this deployment's. With `members`
+    (central mode), an event of another account in this region is accepted: the central bus takes
+    only the organisation's accounts, and acting there needs their member role. SQS records must
+    still come from this deployment's own queues."""
     own = deployment_of(context)
     for what, origin, region in origins_of(event):
+        if members and what == "event" and origin is not None and origin.region == own.region:
+            continue
         if origin is not None and origin != own:
             logger.error("refused an event from another account or region", what=what, own=str(own))
             raise InvalidRequest(f"{what}: comes from {origin}, not this deployment's {own}: refused")
@@ -96,7 +102,7 @@ def own_origin[H: Callable[..., Any]](handler: H) -> H:
 
     @functools.wraps(handler)
     def wrapper(event: Any, context: Any) -> Any:
-        require_own_origin(event, context)
+        require_own_origin(event, context, members=get_settings().central)
         return handler(event, context)
 
     return wrapper  # type: ignore[return-value]

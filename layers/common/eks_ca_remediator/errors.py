@@ -35,3 +35,7 @@ class AttemptNotFound(RemediatorError):
 
 class RecordConflict(RemediatorError):
     """A conditional write lost a race; the caller decides what that means."""
+
+
+class MemberAccessDenied(RemediatorError):
+    """Central mode: the member account's role cannot be assumed (missing, or it does not trust us)."""

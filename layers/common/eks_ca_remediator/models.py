@@ -140,6 +140,8 @@ class AgentWaitMessage(_Strict):
     cluster: ClusterName
     deadline: float
     checks: int = 0
+    # Central mode: the member account of the node (absent: the deployment's own).
+    account: Annotated[str, StringConstraints(pattern=r"^\d{12}$")] | None = None
 
 
 # ---------------------------------------------------------------- node result

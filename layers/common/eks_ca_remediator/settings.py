@@ -18,6 +18,11 @@ IMAGE_RE = re.compile(
     r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)+"
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
 )
+# arn:<partition>:ssm:<region>:<account>:document/<name>
+DOCUMENT_ARN_RE = re.compile(
+    r"^arn:(?P<partition>aws[a-z-]*):ssm:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):document/(?P<name>[A-Za-z0-9._-]{3,128})$"
+)
+ROLE_NAME_RE = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 
 
 def _split(value: object) -> object:
@@ -68,6 +73,10 @@ class Settings(BaseModel):
     instance_cooldown_seconds: Annotated[int, Field(default=300, ge=0, le=86400, alias="INSTANCE_COOLDOWN_SECONDS")]
     safety_recheck_seconds: Annotated[int, Field(default=60, ge=1, le=900, alias="SAFETY_RECHECK_SECONDS")]
     document_step: str = "remediateCa"
+    # Central mode (docs/scale.md): the role assumed in member accounts to act on their nodes, and
+    # the ARN of our document there (it is shared with them). Empty role = single account.
+    member_role_name: Annotated[str, Field(default="", alias="MEMBER_ROLE_NAME")]
+    document_arn: Annotated[str, Field(default="", alias="DOCUMENT_ARN")]
 
     _split_lists = field_validator("enrolled_clusters", "registry_hosts", mode="before")(_split)
 
@@ -98,6 +107,47 @@ class Settings(BaseModel):
     @classmethod
     def _inline(cls, value: str) -> str:
         return normalize_inline_pem(value)
+
+    @model_validator(mode="after")
+    def _central(self) -> Settings:
+        if self.member_role_name and not ROLE_NAME_RE.fullmatch(self.member_role_name):
+            raise ValueError(f"MEMBER_ROLE_NAME: not an IAM role name: {self.member_role_name[:80]!r}")
+        if self.document_arn:
+            match = DOCUMENT_ARN_RE.fullmatch(self.document_arn)
+            if match is None:
+                raise ValueError(
+                    "DOCUMENT_ARN: not an SSM document ARN (arn:aws:ssm:<region>:<account>:document/<name>)"
+                )
+            if match["name"] != self.document_name:
+                raise ValueError(
+                    f"DOCUMENT_ARN names document {match['name']!r}, not DOCUMENT_NAME {self.document_name!r}"
+                )
+        elif self.member_role_name:
+            raise ValueError(
+                "MEMBER_ROLE_NAME is set (central mode) but DOCUMENT_ARN is not: member accounts run it by ARN"
+            )
+        return self
+
+    @property
+    def central(self) -> bool:
+        """Central mode: events of member accounts are accepted and acted on through their role."""
+        return bool(self.member_role_name)
+
+    @property
+    def home_account(self) -> str:
+        """The deployment's own account in central mode (from DOCUMENT_ARN), else ""."""
+        match = DOCUMENT_ARN_RE.fullmatch(self.document_arn)
+        return match["account"] if match else ""
+
+    def member_role_arn(self, account: str) -> str:
+        match = DOCUMENT_ARN_RE.fullmatch(self.document_arn)
+        if not self.central or match is None:
+            raise ConfigurationError(f"account {account}: this deployment is not central (MEMBER_ROLE_NAME is empty)")
+        return f"arn:{match['partition']}:iam::{account}:role/{self.member_role_name}"
+
+    def is_member(self, account: str | None) -> bool:
+        """Whether `account` is a member account this central deployment acts in (not its own)."""
+        return self.central and account is not None and account != self.home_account
 
     @model_validator(mode="after")
     def _sources(self) -> Settings:

@@ -1,8 +1,15 @@
-"""Builds the Remediator from the deployment settings and cached boto3 clients (on first use)."""
+"""Builds the Remediator from the deployment settings and cached boto3 clients (on first use).
+
+In central mode (docs/scale.md) a member account's events get a Remediator of their own: the same
+records table, queue and settings, with EC2 and SSM clients acting through the member account's
+role and our document named by its ARN. Those are kept until shortly before their credentials
+expire (a Lambda invocation lasts at most 15 minutes, so every use has them valid throughout).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import lru_cache
 
 from eks_ca_remediator.adapters import ca_sources, clients
@@ -15,9 +22,42 @@ from eks_ca_remediator.logic.remediation import Remediator
 from eks_ca_remediator.logic.sweep import Sweeper
 from eks_ca_remediator.settings import get_settings
 
+# Member clients are renewed when their credentials have less than this left.
+CREDENTIALS_MARGIN_SECONDS = 900 + 300
+_members: dict[str, tuple[float, Remediator]] = {}
+
+
+def remediator(account: str | None = None) -> Remediator:
+    """The Remediator for nodes of `account` (None or the deployment's own: this account's)."""
+    settings = get_settings()
+    if not settings.is_member(account):
+        return home_remediator()
+    assert account is not None
+    held = _members.get(account)
+    if held is None or held[0] - time.time() < CREDENTIALS_MARGIN_SECONDS:
+        member = member_session(settings.member_role_arn(account), account)
+        home = home_remediator()
+        held = _members[account] = (
+            member.expires_at,
+            Remediator(
+                settings=settings,
+                records=home.records,
+                run_command=RunCommand(member.ssm, settings.document_arn, settings.document_step),
+                ec2=Ec2Reader(member.ec2),
+                queue=home.queue,
+                clock=home.clock,
+                account=account,
+            ),
+        )
+    return held[1]
+
+
+# How a member account's clients are obtained (tests swap it for one with their fakes).
+member_session: Callable[[str, str], clients.MemberSession] = clients.assume_member
+
 
 @lru_cache(maxsize=1)
-def remediator() -> Remediator:
+def home_remediator() -> Remediator:
     settings = get_settings()
     return Remediator(
         settings=settings,
@@ -43,6 +83,7 @@ def reset() -> None:
     """Forget settings, clients, cached CA bundle sources and the remediator (tests)."""
     sweeper.cache_clear()
     ca_sources.clear_cache()
-    remediator.cache_clear()
+    _members.clear()
+    home_remediator.cache_clear()
     get_settings.cache_clear()
     clients.reset()

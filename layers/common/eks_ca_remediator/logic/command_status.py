@@ -43,7 +43,8 @@ def _count_for_breaker(record: dict[str, Any], status: Status, now: float, remed
 
 def on_command_status(event: CommandInvocationStatusChange, remediator: Remediator) -> dict[str, Any]:
     detail = event.detail
-    if detail.document_name != remediator.settings.document_name:
+    # in a member account our document is the shared one, run by its ARN (central mode)
+    if detail.document_name not in {remediator.settings.document_name, remediator.run_command.document_name}:
         return {"action": "ignored", "reason": f"document {detail.document_name} is not ours"}
     attempt = remediator.records.find_by_command(detail.instance_id, detail.command_id)
     if attempt is None:

@@ -70,6 +70,8 @@ class Remediator:
     ec2: Ec2Reader
     queue: AgentWaitQueue | None
     clock: Callable[[], float]
+    # Central mode: the member account whose nodes this Remediator acts on (None: our own).
+    account: str | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -139,7 +141,7 @@ class Remediator:
             "updated_at": iso(now),
             "agent_wait_deadline": now + self.settings.agent_wait_deadline_seconds,
             "expires_at": int(now + self.settings.record_ttl_days * 86400),
-        }
+        } | ({"account": self.account} if self.account else {})
 
     # ------------------------------------------------------------------ agent wait
 
@@ -152,6 +154,7 @@ class Remediator:
             cluster=attempt["cluster"],
             deadline=float(attempt["agent_wait_deadline"]),
             checks=checks,
+            account=self.account,
         )
         self.queue.schedule(message, delay)
         logger.info("waiting for SSM agent", instance_id=attempt["pk"], delay_seconds=delay, checks=checks)
