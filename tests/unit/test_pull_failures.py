@@ -177,6 +177,7 @@ def test_decode_data_and_control_messages():
         ({"awslogs": {"data": base64.b64encode(b"plain text, not gzip").decode()}}, "gzip"),
         ({"awslogs": {"data": payload({"messageType": "DATA_MESSAGE"})["awslogs"]["data"][:40]}}, "gzip"),
         (payload(b"{not json"), "does not decode"),
+        (payload(b'{"messageType": "\xff\xfe"}'), "does not decode: not UTF-8 text"),
         (payload([1, 2]), "not an object"),
         (payload({"messageType": "SURPRISE"}), "messageType"),
         (payload({"messageType": "DATA_MESSAGE", "logEvents": "x"}), "logEvents"),
