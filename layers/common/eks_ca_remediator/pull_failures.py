@@ -325,10 +325,14 @@ def _raw_node(record_text: str) -> NodeRef | None:
 class _Seen:
     """What parse_lines learns once about the text of a line from its pull context on (its key)."""
 
-    __slots__ = ("escaped", "failure", "host", "instance_keys", "needs_word")
+    __slots__ = ("escaped", "failure", "host", "instance_keys", "lines", "needs_word", "plain_failure")
 
     def __init__(self, text: str) -> None:
         self.failure: PullFailure | None | object = _UNSEEN  # classify() of the first line reaching it
+        # the failure once classified, when no line with this text needs a closer look (no word check,
+        # no escapes): the one test on the common path
+        self.plain_failure: PullFailure | None = None
+        self.lines: dict[str, PullFailureLine] = {}  # the result per node value (or _FROM_STREAM)
         self.needs_word = text.startswith(_MARKERS_WITHOUT_A_WORD)  # its marker holds none of _WORTH_A_LOOK
         # For JSON records (an escape, a key or its value cannot straddle the start of the context,
         # where the text begins with a marker: tests/unit/test_pull_failures_scan.py checks this):
@@ -375,7 +379,6 @@ def parse_lines(messages: Sequence[str], log_stream: str) -> list[PullFailureLin
     by_message: dict[str, PullFailureLine | None] = dict.fromkeys(messages)
     by_key: dict[str, _Seen] = {}
     nodes: dict[str, NodeRef] = {}
-    results: dict[tuple[str, str], PullFailureLine] = {}
     stream_node: NodeRef | None | object = _UNSEEN
     context = _CONTEXT.search
     scan = _ESCAPE_OR_CONTEXT.search
@@ -402,17 +405,20 @@ def parse_lines(messages: Sequence[str], log_stream: str) -> list[PullFailureLin
         key = message[start:]
         if (seen := by_key.get(key)) is None:
             seen = by_key[key] = _Seen(key)
-        if seen.needs_word and not _worth_a_look(message):
-            continue
-        if is_json and seen.escaped:
-            if (line := _parse_decoded(message, log_stream)) is not None:
-                by_message[message] = line
-                found_any = True
-            continue
-        if (failure := seen.failure) is _UNSEEN:
-            failure = seen.failure = classify(message)
-        if failure is None:
-            continue
+        if (failure := seen.plain_failure) is None:  # not the common case: look closer
+            if seen.needs_word and not _worth_a_look(message):
+                continue
+            if is_json and seen.escaped:
+                if (line := _parse_decoded(message, log_stream)) is not None:
+                    by_message[message] = line
+                    found_any = True
+                continue
+            if (failure := seen.failure) is _UNSEEN:
+                failure = seen.failure = classify(message)
+                if failure is not None and not seen.needs_word and not seen.escaped:
+                    seen.plain_failure = failure
+            if failure is None:
+                continue
         found_any = True
         if not is_json:
             value = _FROM_STREAM
@@ -429,14 +435,14 @@ def parse_lines(messages: Sequence[str], log_stream: str) -> list[PullFailureLin
             if not value:
                 by_message[message] = PullFailureLine(node_of(_json_record(message), log_stream), failure)
                 continue
-        if (line := results.get((value, key))) is None:
+        if (line := seen.lines.get(value)) is None:
             if value is _FROM_STREAM:
                 if stream_node is _UNSEEN:
                     stream_node = node_of(None, log_stream)
                 node = stream_node
             elif (node := nodes.get(value)) is None:
                 node = nodes[value] = new_node(("", value))
-            line = results[value, key] = new_line((node, failure))
+            line = seen.lines[value] = new_line((node, failure))
         by_message[message] = line
     if not found_any:
         return []
