@@ -21,12 +21,16 @@ fact from the attempt history it already has and leaves such nodes for a later p
 In-flight limit: at most `max_in_flight` nodes of one cluster are being remediated at a time
 (sent and not yet finished), and, when a percent is set, at most that share of the cluster's
 running nodes (rounded up, at least one); the others wait and are sent later, never dropped.
+The limit holds under concurrent triggers: a node is sent only with a lease on one of the
+cluster's slots, taken by a compare-and-set on the cluster's `IN_FLIGHT` item (a map of instance
+id to lease expiry). A lease ends with the node's result (or the attempt ending without a
+command), or, if that never comes, when it expires - after as long as an attempt can be live.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,3 +88,20 @@ def in_flight_limit(max_in_flight: int, percent: int, running_nodes: int | None)
 def in_flight_budget(in_flight: int, max_in_flight: int) -> int:
     """How many more of a cluster's nodes may be sent to now."""
     return max(0, max_in_flight - in_flight)
+
+
+def live_leases(leases: Mapping[str, float], now: float) -> dict[str, float]:
+    """The leases (instance id -> expiry) that have not expired at `now`."""
+    return {node: float(until) for node, until in leases.items() if float(until) > now}
+
+
+def grant_leases(wanted: Sequence[str], live: Mapping[str, float], limit: int) -> tuple[list[str], list[str]]:
+    """(the wanted nodes that may be sent, in order; those of them that need a new lease).
+
+    A node that holds a live lease already keeps it (a redelivered trigger, or another attempt on
+    the node, which its in-flight claim will then turn away); the others take the free slots in
+    order."""
+    room = max(0, limit - len(live))
+    new = [node for node in dict.fromkeys(wanted) if node not in live][:room]
+    granted = set(new) | set(live)
+    return [node for node in wanted if node in granted], new

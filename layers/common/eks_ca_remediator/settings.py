@@ -64,7 +64,8 @@ class Settings(BaseModel):
         int, Field(default=900, ge=60, le=86400, alias="PULL_FAILURE_COOLDOWN_SECONDS")
     ]
     # Fleet safety (safety.py): per-cluster in-flight limit and circuit breaker.
-    max_in_flight_per_cluster: Annotated[int, Field(default=500, ge=1, le=100000, alias="MAX_IN_FLIGHT_PER_CLUSTER")]
+    # (at most 10,000: the leases of a cluster live in one DynamoDB item, 400 KB at most)
+    max_in_flight_per_cluster: Annotated[int, Field(default=500, ge=1, le=10000, alias="MAX_IN_FLIGHT_PER_CLUSTER")]
     # 0 = off; else the limit is also at most this percent of the cluster's running nodes.
     max_in_flight_percent: Annotated[int, Field(default=0, ge=0, le=100, alias="MAX_IN_FLIGHT_PERCENT")]
     breaker_failure_threshold: Annotated[int, Field(default=5, ge=1, le=1000, alias="BREAKER_FAILURE_THRESHOLD")]

@@ -6,14 +6,16 @@ Items of one instance share the partition key `pk` = instance id:
   trigger maps to the same item and a conditional put makes it a no-op;
 - one `HEAD` item holding the instance's in-flight claim: a conditional update lets exactly
   one attempt at a time send a command to the node, whatever the number of concurrent triggers.
-GSI `by-cluster` (cluster, created_at) lists a cluster's attempts in a time range; the HEAD
-item has no created_at and so stays out of it.
+Items of one cluster share `pk` = `CLUSTER#<name>`: `BREAKER` (its circuit breaker and running-node
+count) and `IN_FLIGHT` (leases on the slots of its in-flight limit, safety.py).
+GSI `by-cluster` (cluster, created_at) lists a cluster's attempts in a time range; the HEAD and
+cluster items have no created_at and so stay out of it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -23,9 +25,12 @@ from botocore.exceptions import ClientError
 
 from eks_ca_remediator.errors import RecordConflict
 from eks_ca_remediator.models import Status
+from eks_ca_remediator.safety import grant_leases, live_leases
 
 HEAD = "HEAD"
 BREAKER = "BREAKER"
+IN_FLIGHT = "IN_FLIGHT"  # sk of a cluster's in-flight leases (pk CLUSTER#<name>; safety.py)
+LEASE_WRITE_ATTEMPTS = 5
 BREAKER_PK = "CLUSTER#"  # + cluster name: one circuit-breaker item per cluster (no created_at: not in the GSI)
 ATTEMPT_PREFIX = "ATTEMPT#"
 CLUSTER_INDEX = "by-cluster"
@@ -164,22 +169,60 @@ class RecordStore:
             KeyConditionExpression=Key("cluster").eq(cluster) & Key("created_at").between(since, until),
         )
 
-    def in_flight(self, cluster: str, since: str) -> int:
-        """Attempts of a cluster created since `since` whose command is out (sent, not finished)."""
-        kwargs: dict[str, Any] = {
-            "IndexName": CLUSTER_INDEX,
-            "KeyConditionExpression": Key("cluster").eq(cluster) & Key("created_at").gte(since),
-            "FilterExpression": Attr("status").is_in([Status.SENT.value, Status.IN_PROGRESS.value])
-            | (Attr("status").eq(Status.PENDING_AGENT.value) & Attr("send_batch").exists()),
-            "Select": "COUNT",
-        }
-        total = 0
-        while True:
-            page = self._table.query(**kwargs)
-            total += int(page["Count"])
-            if "LastEvaluatedKey" not in page:
-                return total
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    # ------------------------------------------------------------ in-flight leases (safety.py)
+
+    def leases(self, cluster: str) -> tuple[dict[str, float], int]:
+        """The cluster's in-flight leases (instance id -> expiry) and the item's version."""
+        item = self._table.get_item(Key={"pk": BREAKER_PK + cluster, "sk": IN_FLIGHT}, ConsistentRead=True)
+        raw = _from_dynamo(item.get("Item") or {})
+        return {k: float(v) for k, v in raw.get("leases", {}).items()}, int(raw.get("version", 0))
+
+    def take_leases(self, cluster: str, wanted: Sequence[str], limit: int, now: float, until: float) -> list[str]:
+        """Lease slots of the cluster's in-flight limit to `wanted` nodes, as many as there is room
+        for; returns the nodes that may be sent (those holding a live lease already included).
+
+        Read, decide (safety.grant_leases), write back only if nobody wrote in between (version):
+        two concurrent dispatches cannot both take the last slot. Expired leases are dropped on
+        the way. After LEASE_WRITE_ATTEMPTS lost races, only the nodes already leased are sent."""
+        for _ in range(LEASE_WRITE_ATTEMPTS):
+            leases, version = self.leases(cluster)
+            live = live_leases(leases, now)
+            granted, new = grant_leases(wanted, live, limit)
+            if not new and len(live) == len(leases):
+                return granted
+            kept = live | {node: until for node in new}
+            try:
+                self._table.update_item(
+                    Key={"pk": BREAKER_PK + cluster, "sk": IN_FLIGHT},
+                    UpdateExpression="SET leases = :leases, version = :next, cluster_name = :c",
+                    ConditionExpression=Attr("version").not_exists() if version == 0 else Attr("version").eq(version),
+                    ExpressionAttributeValues={
+                        ":leases": _to_dynamo(kept),
+                        ":next": version + 1,
+                        ":c": cluster,
+                    },
+                )
+            except ClientError as exc:
+                if not _conditional_failed(exc):
+                    raise
+                continue  # another dispatch wrote first: read again
+            return granted
+        return [node for node in wanted if node in live]
+
+    def end_lease(self, cluster: str, instance_id: str) -> None:
+        """The node's remediation is over: free its slot (a no-op if it holds none)."""
+        try:
+            self._table.update_item(
+                Key={"pk": BREAKER_PK + cluster, "sk": IN_FLIGHT},
+                # a new version: a dispatch that read the lease before cannot write it back
+                UpdateExpression="REMOVE leases.#node ADD version :one",
+                ConditionExpression="attribute_exists(leases.#node)",
+                ExpressionAttributeNames={"#node": instance_id},
+                ExpressionAttributeValues={":one": 1},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
 
     # ------------------------------------------------------------ circuit breaker (safety.py)
 

@@ -35,7 +35,7 @@ from eks_ca_remediator.decisions import (
 from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError, SendDenied
 from eks_ca_remediator.logic.plans import plan_for_attempt
 from eks_ca_remediator.models import AgentWaitMessage, Plan, Status, Target
-from eks_ca_remediator.safety import Breaker, cooling_down, in_flight_budget, in_flight_limit
+from eks_ca_remediator.safety import Breaker, cooling_down, in_flight_budget, in_flight_limit, live_leases
 from eks_ca_remediator.settings import Settings
 from eks_ca_remediator.sweeps import live_seconds
 
@@ -231,6 +231,8 @@ class Remediator:
             claim = self.records.claim(attempt["pk"], attempt["sk"], now, hold, self._finished_before(attempt, now))
             if not claim.won:
                 self._finish(attempt, Status.SKIPPED, self._lost_claim(claim, now), now)
+                if not claim.in_flight:  # turned away by its cooldown: the node's slot is free again
+                    self.records.end_lease(attempt["cluster"], attempt["pk"])
                 continue
             marked = self._mark_sending(attempt, batch_id, now)
             if marked:
@@ -258,8 +260,8 @@ class Remediator:
             if running is None or now - float(item.get("nodes_counted_at", 0)) > NODE_COUNT_MAX_AGE_SECONDS:
                 running = self.count_running_nodes(cluster, now)
         limit = in_flight_limit(settings.max_in_flight_per_cluster, settings.max_in_flight_percent, running)
-        since = iso(now - live_seconds(settings.agent_wait_deadline_seconds, settings.command_timeout_seconds))
-        return in_flight_budget(self.records.in_flight(cluster, since), limit), limit
+        leases, _ = self.records.leases(cluster)
+        return in_flight_budget(len(live_leases(leases, now)), limit), limit
 
     def running_nodes(self, cluster: str) -> list[str]:
         """Instance ids of the cluster's running nodes (EC2, by the tags nodes carry)."""
@@ -308,10 +310,13 @@ class Remediator:
             allowed = [a for a in allowed if a.get("force")]
         if not allowed:
             return []
-        budget, limit = self.in_flight_room(cluster, now)
-        for attempt in allowed[budget:]:
-            self._defer(attempt, f"cluster {cluster} has {limit} remediations in flight (the limit): waiting", now)
-        return allowed[:budget]
+        _, limit = self.in_flight_room(cluster, now)
+        until = now + live_seconds(self.settings.agent_wait_deadline_seconds, self.settings.command_timeout_seconds)
+        leased = set(self.records.take_leases(cluster, [a["pk"] for a in allowed], limit, now, until))
+        for attempt in allowed:
+            if attempt["pk"] not in leased:
+                self._defer(attempt, f"cluster {cluster} has {limit} remediations in flight (the limit): waiting", now)
+        return [a for a in allowed if a["pk"] in leased]
 
     def _defer(self, attempt: dict[str, Any], reason: str, now: float) -> None:
         """Keep a node waiting for a safety limit: a fresh agent-wait deadline, re-checked later."""
@@ -419,8 +424,9 @@ class Remediator:
         )
         if finished is not None:
             telemetry.status_reached(status.value)
-        if status is not Status.SKIPPED:
+        if status is not Status.SKIPPED:  # (a SKIPPED attempt never held the node: another one may)
             self.records.release(attempt["pk"], attempt["sk"])
+            self.records.end_lease(attempt["cluster"], attempt["pk"])
         logger.info(
             "attempt finished without a command",
             instance_id=attempt["pk"],
