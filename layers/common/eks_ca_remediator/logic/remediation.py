@@ -246,12 +246,15 @@ class Remediator:
         return breaker if breaker.is_open(now) else None
 
     def in_flight_room(self, cluster: str, now: float) -> tuple[int, int]:
-        """(how many more of the cluster's nodes may be sent to now, the cluster's in-flight limit).
+        """(how many more of the cluster's nodes may be sent to now, the cluster's in-flight limit)."""
+        limit = self.in_flight_limit(cluster, now)
+        leases, _ = self.records.leases(cluster)
+        return in_flight_budget(len(live_leases(leases, now)), limit), limit
 
-        The limit is MAX_IN_FLIGHT_PER_CLUSTER, or MAX_IN_FLIGHT_PERCENT of the cluster's running
-        nodes if lower. That count is kept on the cluster's item (the one holding its breaker):
-        every sweep pass writes it; past NODE_COUNT_MAX_AGE_SECONDS it is counted here again.
-        """
+    def in_flight_limit(self, cluster: str, now: float) -> int:
+        """MAX_IN_FLIGHT_PER_CLUSTER, or MAX_IN_FLIGHT_PERCENT of the cluster's running nodes if
+        lower. That count is kept on the cluster's item (the one holding its breaker): every sweep
+        pass writes it; past NODE_COUNT_MAX_AGE_SECONDS it is counted here again."""
         settings = self.settings
         running: int | None = None
         if settings.max_in_flight_percent:
@@ -259,9 +262,7 @@ class Remediator:
             running = item.get("running_nodes")
             if running is None or now - float(item.get("nodes_counted_at", 0)) > NODE_COUNT_MAX_AGE_SECONDS:
                 running = self.count_running_nodes(cluster, now)
-        limit = in_flight_limit(settings.max_in_flight_per_cluster, settings.max_in_flight_percent, running)
-        leases, _ = self.records.leases(cluster)
-        return in_flight_budget(len(live_leases(leases, now)), limit), limit
+        return in_flight_limit(settings.max_in_flight_per_cluster, settings.max_in_flight_percent, running)
 
     def running_nodes(self, cluster: str) -> list[str]:
         """Instance ids of the cluster's running nodes (EC2, by the tags nodes carry)."""
@@ -310,7 +311,7 @@ class Remediator:
             allowed = [a for a in allowed if a.get("force")]
         if not allowed:
             return []
-        _, limit = self.in_flight_room(cluster, now)
+        limit = self.in_flight_limit(cluster, now)
         until = now + live_seconds(self.settings.agent_wait_deadline_seconds, self.settings.command_timeout_seconds)
         leased = set(self.records.take_leases(cluster, [a["pk"] for a in allowed], limit, now, until))
         for attempt in allowed:
