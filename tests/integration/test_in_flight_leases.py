@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from eks_ca_remediator.adapters.records import RecordStore
-from eks_ca_remediator.safety import grant_leases, live_leases
-from eks_ca_remediator.sweeps import live_seconds
+from eks_ca_remediator.safety import grant_leases, live_leases, live_seconds
 from on_command_status import handler as on_command_status
 from remediate import handler as remediate
 

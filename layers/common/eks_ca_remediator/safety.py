@@ -105,3 +105,9 @@ def grant_leases(wanted: Sequence[str], live: Mapping[str, float], limit: int) -
     new = [node for node in dict.fromkeys(wanted) if node not in live][:room]
     granted = set(new) | set(live)
     return [node for node in wanted if node in granted], new
+
+
+def live_seconds(agent_wait_deadline: int, command_timeout: int) -> int:
+    """How long an unfinished attempt may be in flight (and so a lease last): agent wait, then the
+    in-flight claim's hold."""
+    return agent_wait_deadline + command_timeout * 2 + 300

@@ -163,8 +163,3 @@ def plan_sweep(states: Mapping[str, NodeState], budget: int) -> SweepPlan:
     drifted = sorted(i for i, s in states.items() if s is NodeState.DRIFTED)
     budget = max(0, budget)
     return SweepPlan(to_start=drifted[:budget], deferred=max(0, len(drifted) - budget), counts=dict(counts))
-
-
-def live_seconds(agent_wait_deadline: int, command_timeout: int) -> int:
-    """How long an unfinished attempt may be in flight: agent wait, then the in-flight claim's hold."""
-    return agent_wait_deadline + command_timeout * 2 + 300

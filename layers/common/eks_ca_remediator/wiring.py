@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from eks_ca_remediator.adapters import ca_sources, clients
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
@@ -19,8 +20,10 @@ from eks_ca_remediator.adapters.records import RecordStore
 from eks_ca_remediator.adapters.ssm import RunCommand
 from eks_ca_remediator.errors import ConfigurationError
 from eks_ca_remediator.logic.remediation import Remediator
-from eks_ca_remediator.logic.sweep import Sweeper
 from eks_ca_remediator.settings import get_settings
+
+if TYPE_CHECKING:  # the sweep's logic is loaded by the function that sweeps, not by every handler
+    from eks_ca_remediator.logic.sweep import Sweeper
 
 # Member clients are renewed when their credentials have less than this left.
 CREDENTIALS_MARGIN_SECONDS = 900 + 300
@@ -73,6 +76,8 @@ def home_remediator() -> Remediator:
 
 @lru_cache(maxsize=1)
 def sweeper() -> Sweeper:
+    from eks_ca_remediator.logic.sweep import Sweeper
+
     url = get_settings().sweep_queue_url
     if not url:
         raise ConfigurationError("SWEEP_QUEUE_URL is not set: sweeps cannot queue their clusters")

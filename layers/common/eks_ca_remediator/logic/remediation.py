@@ -35,9 +35,15 @@ from eks_ca_remediator.decisions import (
 from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError, SendDenied
 from eks_ca_remediator.logic.plans import plan_for_attempt
 from eks_ca_remediator.models import AgentWaitMessage, Plan, Status, Target
-from eks_ca_remediator.safety import Breaker, cooling_down, in_flight_budget, in_flight_limit, live_leases
+from eks_ca_remediator.safety import (
+    Breaker,
+    cooling_down,
+    in_flight_budget,
+    in_flight_limit,
+    live_leases,
+    live_seconds,
+)
 from eks_ca_remediator.settings import Settings
-from eks_ca_remediator.sweeps import live_seconds
 
 logger = Logger(child=True)
 

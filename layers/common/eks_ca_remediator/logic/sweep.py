@@ -28,13 +28,12 @@ from eks_ca_remediator.decisions import chunks
 from eks_ca_remediator.logic.plans import build_plan
 from eks_ca_remediator.logic.remediation import Remediator
 from eks_ca_remediator.models import Target, Trigger
-from eks_ca_remediator.safety import Breaker
+from eks_ca_remediator.safety import Breaker, live_seconds
 from eks_ca_remediator.sweeps import (
     NodeState,
     SweepJob,
     SweepTrigger,
     clusters_to_sweep,
-    live_seconds,
     node_state,
     plan_sweep,
 )
