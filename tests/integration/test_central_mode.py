@@ -7,11 +7,13 @@ its own; the member's accepts only our document's ARN (the shared document), as 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import boto3
 import pytest
@@ -252,3 +254,15 @@ def test_assume_member_returns_clients_that_act_in_the_member_account():
         session.ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)
         assert len(session.ec2.describe_instances()["Reservations"]) == 1
         assert boto3.client("ec2", region_name=REGION).describe_instances()["Reservations"] == []
+
+
+def test_member_launch_sample_event():
+    sample = json.loads((Path(__file__).resolve().parents[2] / "events/ec2-instance-running-member.json").read_text())
+    with central_world() as (world, member):
+        node = add_member_node(world, member)
+        event = json.loads(json.dumps(sample).replace("i-0a1b2c3d4e5f60789", node))
+        assert event["account"] == MEMBER
+        assert launch_handler(event, LambdaContext())["action"] == "remediating"
+        assert member.ssm.sent_to() == [[node]]
+        [attempt] = world.attempts(node)
+        assert attempt["account"] == MEMBER
