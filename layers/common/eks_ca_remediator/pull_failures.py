@@ -446,7 +446,8 @@ def parse_lines(messages: Sequence[str], log_stream: str) -> list[PullFailureLin
         by_message[message] = line
     if not found_any:
         return []
-    return [line for message in messages if (line := by_message[message]) is not None]
+    lines = list(map(by_message.__getitem__, messages))  # in C; the lines that are not failures out after
+    return lines if None not in lines else [line for line in lines if line is not None]
 
 
 def parse_line(message: str, log_stream: str) -> PullFailureLine | None:
