@@ -58,9 +58,12 @@ _REQUEST_HOST = re.compile(r'(?:Head|Get|Post|HEAD|GET|POST)\s+\\*"?https://([^/
 _ECR = re.compile(r"^\d{12}\.dkr\.ecr(?:-fips)?\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?$")
 _S3 = re.compile(r"^(?:[a-z0-9.-]+\.)?s3[.-](?:[a-z0-9-]+\.)*amazonaws\.com(?:\.cn)?$")
 
-# Node fields as they appear in a JSON record's raw text (str.find is far cheaper than a regex scan).
-_RAW_INSTANCE_KEYS = tuple(f'"{key}":' for key in ("ec2_instance_id", "instance_id", "InstanceId", "instanceId"))
-_RAW_HOST_KEYS = tuple(f'"{key}":' for key in ("hostname", "_HOSTNAME", "host", "NodeName", "nodeName"))
+# The fields shippers name the node in, and how they appear in a JSON record's raw text (str.find is
+# far cheaper than a regex scan).
+_INSTANCE_FIELDS = ("ec2_instance_id", "instance_id", "InstanceId", "instanceId")
+_HOST_FIELDS = ("hostname", "_HOSTNAME", "host", "NodeName", "nodeName")
+_RAW_INSTANCE_KEYS = tuple(f'"{key}":' for key in _INSTANCE_FIELDS)
+_RAW_HOST_KEYS = tuple(f'"{key}":' for key in _HOST_FIELDS)
 # A field's value: a string of 3-128 of [a-z0-9.-] that is an instance id or a private DNS name, read
 # and validated by one match (both forms are made of those characters only - `\d` spelled [0-9] so no
 # other digits pass; the caller checks the length).
@@ -68,9 +71,7 @@ _RAW_INSTANCE_ID = re.compile(r'\s*"(' + INSTANCE_ID_RE.pattern.removeprefix("^"
 _RAW_HOSTNAME = re.compile(r'\s*"' + _PRIVATE_DNS.pattern.removeprefix(r"(?<![\w.])").replace(r"\d", "[0-9]") + '"')
 _RAW_NODE_KEYS = _RAW_INSTANCE_KEYS + _RAW_HOST_KEYS
 # A host field and its private DNS name in one search: far cheaper than a find per key.
-_RAW_HOST_FIELD = re.compile(
-    '"(?:' + "|".join(re.escape(key.strip('":')) for key in _RAW_HOST_KEYS) + ')":' + _RAW_HOSTNAME.pattern
-)
+_RAW_HOST_FIELD = re.compile('"(?:' + "|".join(re.escape(key) for key in _HOST_FIELDS) + ')":' + _RAW_HOSTNAME.pattern)
 _UNSEEN: Any = object()
 _MESSAGE = operator.itemgetter("message")
 _DECODE = "powertools_json(powertools_base64_gzip(data))"  # a subscription payload's awslogs.data
@@ -93,8 +94,6 @@ _ESCAPED = re.compile(r"\\[/u]")  # a JSON record whose shipper escaped `/` or u
 _ESCAPE_OR_CONTEXT = re.compile(_ESCAPED.pattern + "|" + _CONTEXT.pattern)  # the leftmost of either
 _FROM_STREAM = "\0log stream"  # parse_lines' result key for a plain line: its node is the log stream's
 _TEXT_FIELDS = ("message", "MESSAGE", "log", "msg")
-_INSTANCE_FIELDS = ("ec2_instance_id", "instance_id", "InstanceId", "instanceId")
-_HOST_FIELDS = ("hostname", "_HOSTNAME", "host", "NodeName", "nodeName")
 
 # Ordered: the first marker a line holds decides. (marker, kind, why a CA cannot fix it)
 _NOT_REMEDIABLE = (
@@ -310,18 +309,6 @@ def _raw_host(record_text: str, start: int = 0, end: int | None = None) -> str:
     return ""
 
 
-def _raw_node(record_text: str) -> NodeRef | None:
-    """The node named by a shipper field of a JSON record, read without decoding it: the first
-    instance-id key (in list order) holding an instance id, else the leftmost host field holding a
-    private DNS name."""
-    for key in _RAW_INSTANCE_KEYS:
-        if value := _raw_field(record_text, key, record_text.find(key), _RAW_INSTANCE_ID):
-            return NodeRef(instance_id=value)
-    if value := _raw_host(record_text):
-        return NodeRef(hostname=value)
-    return None
-
-
 class _Seen:
     """What parse_lines learns once about the text of a line from its pull context on (its key)."""
 
@@ -352,6 +339,17 @@ def _raw_instance_split(message: str, start: int, seen: _Seen) -> str:
         if value := _raw_field(message, key, at, _RAW_INSTANCE_ID):
             return value
     return ""
+
+
+def _raw_node(record_text: str) -> NodeRef | None:
+    """The node named by a shipper field of a JSON record, read without decoding it: the first
+    instance-id key (in list order) holding an instance id, else the leftmost host field holding a
+    private DNS name. (parse_lines reads the same with the record split at its pull context.)"""
+    if value := _raw_instance_split(record_text, len(record_text), _Seen("")):
+        return NodeRef(instance_id=value)
+    if value := _raw_host(record_text):
+        return NodeRef(hostname=value)
+    return None
 
 
 def _context_start(text: str) -> int:
