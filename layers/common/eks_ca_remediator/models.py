@@ -17,6 +17,8 @@ COMMAND_ID_RE = re.compile(r"^[0-9a-f-]{36}$")
 InstanceId = Annotated[str, StringConstraints(pattern=INSTANCE_ID_RE.pattern)]
 ClusterName = Annotated[str, StringConstraints(pattern=CLUSTER_NAME_RE.pattern)]
 CommandId = Annotated[str, StringConstraints(pattern=COMMAND_ID_RE.pattern)]
+AccountId = Annotated[str, StringConstraints(pattern=r"^\d{12}$")]
+RegionName = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")]
 
 
 class Strategy(StrEnum):
@@ -64,8 +66,8 @@ class _EventBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     id: str
-    account: Annotated[str, StringConstraints(pattern=r"^\d{12}$")]
-    region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")]
+    account: AccountId
+    region: RegionName
     time: datetime
 
 
@@ -117,8 +119,8 @@ class ManualRequest(_Strict):
     # Close the cluster's circuit breaker (and reset its failure count) instead of remediating.
     reset_breaker: bool = False
     # Optional: the deployment the caller means; another account or region is refused (edge.py).
-    account: Annotated[str, StringConstraints(pattern=r"^\d{12}$")] | None = None
-    region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")] | None = None
+    account: AccountId | None = None
+    region: RegionName | None = None
 
     @model_validator(mode="after")
     def _exactly_one_target(self) -> ManualRequest:
@@ -141,7 +143,7 @@ class AgentWaitMessage(_Strict):
     deadline: float
     checks: int = 0
     # Central mode: the member account of the node (absent: the deployment's own).
-    account: Annotated[str, StringConstraints(pattern=r"^\d{12}$")] | None = None
+    account: AccountId | None = None
 
 
 # ---------------------------------------------------------------- node result
