@@ -20,24 +20,14 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import os
 import statistics
 import time
 from collections import Counter
 from typing import Any
 
-os.environ.update(
-    {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "POWERTOOLS_METRICS_NAMESPACE": "EksCaRemediatorBench",
-        "POWERTOOLS_SERVICE_NAME": "eks-ca-remediator",
-        "POWERTOOLS_LOG_LEVEL": "ERROR",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-    }
-)
+from bench import moto_env  # first: the environment the handlers are imported in
+
+moto_env.use(POWERTOOLS_METRICS_DISABLED="true")
 
 from eks_ca_remediator.pull_failures import decode_subscription, parse_lines  # noqa: E402
 from pull_failure import handler  # noqa: E402

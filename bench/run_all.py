@@ -63,9 +63,10 @@ Row = tuple[str, str, str]  # figure, value, note
 def deployed_environment() -> dict[str, str]:
     """The functions' literal environment variables from template.yaml's Globals (those that are
     not CloudFormation expressions): the handlers are imported with them, as Lambda imports them."""
-    lines = (ROOT / "template.yaml").read_text().split("\nGlobals:\n", 1)[1].split("\nResources:\n", 1)[0]
-    found = re.findall(r"^ {8}([A-Z][A-Z0-9_]*): *([^!\s#][^#\n]*?)\s*$", lines, flags=re.MULTILINE)
-    return {key: value.strip("\"'") for key, value in found}
+    from ssm_document import load_template
+
+    variables = load_template((ROOT / "template.yaml").read_text())["Globals"]["Function"]["Environment"]["Variables"]
+    return {key: value for key, value in variables.items() if isinstance(value, str)}
 
 
 def import_profile(code: str, pythonpath: list[Path]) -> tuple[float, dict[str, float]]:

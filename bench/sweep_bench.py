@@ -8,24 +8,15 @@ here. Run: `PYTHONPATH=layers/common:functions/sweep:functions/remediate:functio
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-os.environ.update(
-    {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "POWERTOOLS_METRICS_NAMESPACE": "EksCaRemediatorBench",
-        "POWERTOOLS_SERVICE_NAME": "eks-ca-remediator",
-        "POWERTOOLS_LOG_LEVEL": "ERROR",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-    }
-)
+from bench import moto_env  # first: the environment the handlers are imported in
+
+moto_env.use()
 
 from eks_ca_remediator import wiring  # noqa: E402
 from eks_ca_remediator.adapters import clients  # noqa: E402
