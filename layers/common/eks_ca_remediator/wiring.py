@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -39,19 +40,13 @@ def remediator(account: str | None = None) -> Remediator:
     held = _members.get(account)
     if held is None or held[0] - time.time() < CREDENTIALS_MARGIN_SECONDS:
         member = member_session(settings.member_role_arn(account), account)
-        home = home_remediator()
-        held = _members[account] = (
-            member.expires_at,
-            Remediator(
-                settings=settings,
-                records=home.records,
-                run_command=RunCommand(member.ssm, settings.document_arn, settings.document_step),
-                ec2=Ec2Reader(member.ec2),
-                queue=home.queue,
-                clock=home.clock,
-                account=account,
-            ),
+        acting_there = replace(  # our records, queue and clock; their EC2 and SSM
+            home_remediator(),
+            run_command=RunCommand(member.ssm, settings.document_arn, settings.document_step),
+            ec2=Ec2Reader(member.ec2),
+            account=account,
         )
+        held = _members[account] = (member.expires_at, acting_there)
     return held[1]
 
 
