@@ -31,7 +31,7 @@ HEAD = "HEAD"
 BREAKER = "BREAKER"
 IN_FLIGHT = "IN_FLIGHT"  # sk of a cluster's in-flight leases (pk CLUSTER#<name>; safety.py)
 LEASE_WRITE_ATTEMPTS = 5
-BREAKER_PK = "CLUSTER#"  # + cluster name: one circuit-breaker item per cluster (no created_at: not in the GSI)
+CLUSTER_PK = "CLUSTER#"  # + cluster name: its BREAKER and IN_FLIGHT items (no created_at: not in the GSI)
 ATTEMPT_PREFIX = "ATTEMPT#"
 CLUSTER_INDEX = "by-cluster"
 
@@ -173,9 +173,9 @@ class RecordStore:
 
     def leases(self, cluster: str) -> tuple[dict[str, float], int]:
         """The cluster's in-flight leases (instance id -> expiry) and the item's version."""
-        item = self._table.get_item(Key={"pk": BREAKER_PK + cluster, "sk": IN_FLIGHT}, ConsistentRead=True)
+        item = self._table.get_item(Key={"pk": CLUSTER_PK + cluster, "sk": IN_FLIGHT}, ConsistentRead=True)
         raw = _from_dynamo(item.get("Item") or {})
-        return {k: float(v) for k, v in raw.get("leases", {}).items()}, int(raw.get("version", 0))
+        return raw.get("leases", {}), int(raw.get("version", 0))
 
     def take_leases(self, cluster: str, wanted: Sequence[str], limit: int, now: float, until: float) -> list[str]:
         """Lease slots of the cluster's in-flight limit to `wanted` nodes, as many as there is room
@@ -193,7 +193,7 @@ class RecordStore:
             kept = live | {node: until for node in new}
             try:
                 self._table.update_item(
-                    Key={"pk": BREAKER_PK + cluster, "sk": IN_FLIGHT},
+                    Key={"pk": CLUSTER_PK + cluster, "sk": IN_FLIGHT},
                     UpdateExpression="SET leases = :leases, version = :next, cluster_name = :c",
                     ConditionExpression=Attr("version").not_exists() if version == 0 else Attr("version").eq(version),
                     ExpressionAttributeValues={
@@ -213,7 +213,7 @@ class RecordStore:
         """The node's remediation is over: free its slot (a no-op if it holds none)."""
         try:
             self._table.update_item(
-                Key={"pk": BREAKER_PK + cluster, "sk": IN_FLIGHT},
+                Key={"pk": CLUSTER_PK + cluster, "sk": IN_FLIGHT},
                 # a new version: a dispatch that read the lease before cannot write it back
                 UpdateExpression="REMOVE leases.#node ADD version :one",
                 ConditionExpression="attribute_exists(leases.#node)",
@@ -227,7 +227,7 @@ class RecordStore:
     # ------------------------------------------------------------ circuit breaker (safety.py)
 
     def breaker(self, cluster: str) -> dict[str, Any] | None:
-        raw = self._table.get_item(Key={"pk": BREAKER_PK + cluster, "sk": BREAKER}, ConsistentRead=True).get("Item")
+        raw = self._table.get_item(Key={"pk": CLUSTER_PK + cluster, "sk": BREAKER}, ConsistentRead=True).get("Item")
         return _from_dynamo(raw) if raw else None
 
     def breaker_failure(self, cluster: str, now: float, threshold: int, open_seconds: int) -> tuple[int, bool]:
@@ -235,7 +235,7 @@ class RecordStore:
         `threshold` and is not open yet (conditional, so concurrent results open it once).
         Returns (consecutive failures, opened by this call)."""
         raw = self._table.update_item(
-            Key={"pk": BREAKER_PK + cluster, "sk": BREAKER},
+            Key={"pk": CLUSTER_PK + cluster, "sk": BREAKER},
             UpdateExpression="ADD failures :one SET cluster_name = :c",
             ExpressionAttributeValues={":one": 1, ":c": cluster},
             ReturnValues="ALL_NEW",
@@ -245,7 +245,7 @@ class RecordStore:
             return failures, False
         try:
             self._table.update_item(
-                Key={"pk": BREAKER_PK + cluster, "sk": BREAKER},
+                Key={"pk": CLUSTER_PK + cluster, "sk": BREAKER},
                 UpdateExpression="SET open_until = :until, opened_at = :now",
                 ConditionExpression=Attr("open_until").not_exists() | Attr("open_until").lte(Decimal(str(now))),
                 ExpressionAttributeValues={":until": Decimal(str(now + open_seconds)), ":now": Decimal(str(now))},
@@ -259,7 +259,7 @@ class RecordStore:
     def record_node_count(self, cluster: str, running_nodes: int, now: float) -> None:
         """Keep the cluster's running-node count on its item (the percent in-flight limit reads it)."""
         self._table.update_item(
-            Key={"pk": BREAKER_PK + cluster, "sk": BREAKER},
+            Key={"pk": CLUSTER_PK + cluster, "sk": BREAKER},
             UpdateExpression="SET running_nodes = :n, nodes_counted_at = :now, cluster_name = :c",
             ExpressionAttributeValues={":n": running_nodes, ":now": Decimal(str(now)), ":c": cluster},
         )
@@ -267,14 +267,14 @@ class RecordStore:
     def breaker_success(self, cluster: str) -> None:
         """A success closes the breaker and resets the consecutive-failure count."""
         self._table.update_item(
-            Key={"pk": BREAKER_PK + cluster, "sk": BREAKER},
+            Key={"pk": CLUSTER_PK + cluster, "sk": BREAKER},
             UpdateExpression="SET failures = :zero, open_until = :zero, cluster_name = :c",
             ExpressionAttributeValues={":zero": 0, ":c": cluster},
         )
 
     def breaker_reset(self, cluster: str, now: float, reason: str) -> dict[str, Any]:
         raw = self._table.update_item(
-            Key={"pk": BREAKER_PK + cluster, "sk": BREAKER},
+            Key={"pk": CLUSTER_PK + cluster, "sk": BREAKER},
             UpdateExpression="SET failures = :zero, open_until = :zero, reset_at = :now, reset_reason = :r, "
             "cluster_name = :c",
             ExpressionAttributeValues={":zero": 0, ":now": Decimal(str(now)), ":r": reason, ":c": cluster},
