@@ -81,8 +81,7 @@ def on_command_status(event: CommandInvocationStatusChange, remediator: Remediat
     }
     updated = remediator.records.update_attempt(attempt["pk"], attempt["sk"], fields, only_if_status_in=OPEN)
     cools = updated is not None and outcome.status in COOLDOWN_AFTER  # the node's cooldown starts now
-    remediator.records.release(attempt["pk"], attempt["sk"], finished_at=now if cools else None)
-    remediator.records.end_lease(attempt["cluster"], attempt["pk"])  # its slot of the in-flight limit
+    remediator.let_go(attempt, finished_at=now if cools else None)
     if updated is None:
         logger.info("duplicate terminal status event", command_id=detail.command_id, instance_id=detail.instance_id)
         return {"action": "duplicate", "status": attempt["status"]}

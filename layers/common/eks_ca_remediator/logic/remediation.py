@@ -422,6 +422,12 @@ class Remediator:
         }
         self.records.update_attempt(attempt["pk"], attempt["sk"], fields, only_if_status_in=WAITING)
 
+    def let_go(self, attempt: dict[str, Any], finished_at: float | None = None) -> None:
+        """The attempt is over: release its claim on the node (with `finished_at`, the node's
+        cooldown starts then) and its lease on a slot of the cluster's in-flight limit."""
+        self.records.release(attempt["pk"], attempt["sk"], finished_at=finished_at)
+        self.records.end_lease(attempt["cluster"], attempt["pk"])
+
     def _finish(self, attempt: dict[str, Any], status: Status, reason: str, now: float) -> None:
         finished = self.records.update_attempt(
             attempt["pk"],
@@ -432,8 +438,7 @@ class Remediator:
         if finished is not None:
             telemetry.status_reached(status.value)
         if status is not Status.SKIPPED:  # (a SKIPPED attempt never held the node: another one may)
-            self.records.release(attempt["pk"], attempt["sk"])
-            self.records.end_lease(attempt["cluster"], attempt["pk"])
+            self.let_go(attempt)
         logger.info(
             "attempt finished without a command",
             instance_id=attempt["pk"],
