@@ -75,6 +75,7 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import tarfile
@@ -84,12 +85,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from tests.nodelab import containerd2, standins
+
 ROOT = Path(__file__).resolve().parents[2]
 LAB_DIR = Path(__file__).resolve().parent
 REGISTRY_NAME = "registry.nodelab.test"
 IMAGE_REPO = "nodelab/hello"
 IMAGE_TAG = "1"
-OS_FAMILIES = ("debian", "ubuntu", "al2", "al2023")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REQUIRED_TOOLS = (
     "unshare",
@@ -106,19 +108,94 @@ REQUIRED_TOOLS = (
     "bash",
 )
 
-OS_RELEASE = {
-    "ubuntu": (
-        'NAME="Ubuntu"\nVERSION_ID="22.04"\nID=ubuntu\nID_LIKE=debian\nPRETTY_NAME="Ubuntu 22.04.5 LTS (node lab)"\n'
+# --------------------------------------------------------------------------------------------
+# Image profiles: the tool surface one EKS node image gives the node script
+# --------------------------------------------------------------------------------------------
+AL2_OS_RELEASE = (
+    'NAME="Amazon Linux"\nVERSION="2"\nID="amzn"\nID_LIKE="centos rhel fedora"\n'
+    'VERSION_ID="2"\nPRETTY_NAME="Amazon Linux 2 (node lab)"\n'
+)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One node image as the node script sees it.
+
+    containerd: the versions the lab runs for it, the image's own first ("1.6" = Debian 12's
+    package, "2" = Debian sid's 2.1.x; see containerd2.py). systemd: the version whose
+    `systemctl` options the stand-in accepts. crictl: on PATH or not. sh: what `sh` is (SSM runs
+    `sh _script.sh`): "dash" (Debian, Ubuntu) or "bash" (Amazon Linux: bash in POSIX mode), with
+    bash_compat for AL2's bash 4.2. openssl_102: AL2's OpenSSL 1.0.2k option surface.
+    bottlerocket: the script runs in a control-container stand-in and reaches the host only
+    through `apiclient`.
+    """
+
+    name: str
+    os_release: str | None  # None: the machine's own (Debian 12)
+    al_trust: bool  # /etc/pki/ca-trust + update-ca-trust + /etc/pki/tls/certs/ca-bundle.crt
+    containerd: tuple[str, ...]
+    systemd: int = 252
+    crictl: bool = True
+    sh: str = "dash"
+    bash_compat: str = ""
+    openssl_102: bool = False
+    bottlerocket: bool = False
+
+
+PROFILES = {
+    # Debian 12 / Ubuntu nodes set up with Kubernetes' own packages: kubeadm depends on cri-tools,
+    # so crictl is there.
+    "debian": Profile("debian", None, al_trust=False, containerd=("1.6", "2")),
+    "ubuntu": Profile(
+        "ubuntu",
+        'NAME="Ubuntu"\nVERSION_ID="22.04"\nID=ubuntu\nID_LIKE=debian\nPRETTY_NAME="Ubuntu 22.04.5 LTS (node lab)"\n',
+        al_trust=False,
+        containerd=("1.6", "2"),
+        systemd=249,
     ),
-    "al2": (
-        'NAME="Amazon Linux"\nVERSION="2"\nID="amzn"\nID_LIKE="centos rhel fedora"\n'
-        'VERSION_ID="2"\nPRETTY_NAME="Amazon Linux 2 (node lab)"\n'
+    # AL2 EKS AMI: systemd 219, bash 4.2, OpenSSL 1.0.2k; containerd 1.7 (the lab's 1.6 is the
+    # nearest Debian has); cri-tools installed (awslabs/amazon-eks-ami pull request #1234).
+    "al2": Profile(
+        "al2",
+        AL2_OS_RELEASE,
+        al_trust=True,
+        containerd=("1.6",),
+        systemd=219,
+        sh="bash",
+        bash_compat="42",
+        openssl_102=True,
     ),
-    "al2023": (
+    # AL2023 EKS AMI: containerd 2.x with nodeadm's version 3 config, no crictl
+    # (awslabs/amazon-eks-ami issue #2163: cri-tools is not in the AMI).
+    "al2023": Profile(
+        "al2023",
         'NAME="Amazon Linux"\nVERSION="2023"\nID="amzn"\nID_LIKE="fedora"\nVERSION_ID="2023"\n'
-        'PLATFORM_ID="platform:al2023"\nPRETTY_NAME="Amazon Linux 2023 (node lab)"\n'
+        'PLATFORM_ID="platform:al2023"\nPRETTY_NAME="Amazon Linux 2023 (node lab)"\n',
+        al_trust=True,
+        containerd=("2",),
+        crictl=False,
+        sh="bash",
+    ),
+    # Bottlerocket: Run Command runs in the control container (built on amazonlinux:2, so its
+    # os-release says amzn 2), which has /.bottlerocket and apiclient but no systemctl, ctr,
+    # crictl or containerd socket of the host. The host keeps its trust bundle at
+    # /etc/pki/tls/certs/ca-bundle.crt, as the lab's AL layout does.
+    "bottlerocket": Profile(
+        "bottlerocket",
+        AL2_OS_RELEASE,
+        al_trust=True,
+        containerd=("2", "1.6"),
+        crictl=False,
+        sh="bash",
+        bash_compat="42",
+        bottlerocket=True,
     ),
 }
+OS_FAMILIES = tuple(PROFILES)
+# What the control container lacks (overlay whiteouts over its /usr/bin): its image installs only
+# jq, screen, shadow-utils and the SSM agent on amazonlinux (bottlerocket-control-container
+# Dockerfile), so no openssl CLI and no systemd; the host's containerd tools are not mounted in.
+CONTROL_CONTAINER_HIDDEN = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "systemctl", "crictl", "openssl")
 
 
 def _which_all(names: tuple[str, ...]) -> list[str]:
@@ -501,73 +578,6 @@ class Registry:
         self.stop()
 
 
-# --------------------------------------------------------------------------------------------
-# Stand-ins (tiny shell scripts on PATH inside the lab)
-# --------------------------------------------------------------------------------------------
-SYSTEMCTL = r"""#!/bin/sh
-# Node lab stand-in for systemctl: only the containerd unit, only what the node script uses.
-# The lab's containerd runs from /etc/containerd/config.toml inside the lab's mount namespace.
-PIDFILE='@PIDFILE@'
-LOG='@LOG@'
-pid() {
-  p=$(cat "$PIDFILE" 2>/dev/null)
-  if [ -n "$p" ] && [ -r "/proc/$p/stat" ] && ! grep -q ') Z ' "/proc/$p/stat"; then echo "$p"; else echo 0; fi
-}
-start() {
-  [ "$(pid)" != 0 ] && return 0
-  env -i PATH='@SYSTEM_PATH@' containerd --config /etc/containerd/config.toml \
-    </dev/null >>"$LOG" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
-  echo $! >"$PIDFILE"
-}
-stop() {
-  p=$(pid)
-  [ "$p" = 0 ] && return 0
-  kill -TERM "$p"
-  i=0
-  while [ "$(pid)" != 0 ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i + 1)); done
-  [ "$(pid)" = 0 ] || kill -KILL "$p"
-}
-unit=""
-for a in "$@"; do case "$a" in containerd|containerd.service) unit=containerd ;; esac; done
-[ "$unit" = containerd ] || { echo "systemctl stand-in: only the containerd unit exists here" >&2; exit 5; }
-case "$1" in
-  show) echo "$(pid)" ;;  # show --property MainPID --value containerd
-  is-active) if [ "$(pid)" != 0 ]; then echo active; else echo inactive; exit 3; fi ;;
-  start) start ;;
-  stop) stop ;;
-  restart) stop; start ;;
-  *) echo "systemctl stand-in: unsupported verb $1" >&2; exit 1 ;;
-esac
-"""
-
-CRICTL = r"""#!/bin/sh
-# Node lab stand-in for crictl (info, version, pull) through the lab's small Python CRI client.
-# Like crictl, it reads runtime-endpoint from /etc/crictl.yaml.
-exec env -i PATH='@SYSTEM_PATH@' NODELAB_CRI_GENERATED='@GENERATED@' PYTHONPATH='@GENERATED@' \
-  '@PYTHON@' '@CLIENT@' "$@"
-"""
-
-UPDATE_CA_TRUST = r"""#!/bin/sh
-# Node lab stand-in for Amazon Linux's update-ca-trust (p11-kit): rebuilds the extracted PEM
-# bundle from the distribution roots plus /etc/pki/ca-trust/source/anchors, replaces it
-# atomically like p11-kit does, and keeps the /etc/pki/tls/certs/ca-bundle.crt link that Go
-# (and OpenSSL on AL) read.
-set -eu
-case "${1:-extract}" in extract) ;; *) echo "update-ca-trust stand-in: only 'extract'" >&2; exit 2 ;; esac
-out=/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem
-mkdir -p /etc/pki/ca-trust/extracted/pem /etc/pki/tls/certs
-tmp=$(mktemp "$out.XXXXXX")
-set --
-for f in /usr/share/ca-certificates/mozilla/*.crt /etc/pki/ca-trust/source/anchors/*; do
-  [ -f "$f" ] && set -- "$@" "$f"
-done
-[ $# -eq 0 ] || awk 'FNR == 1 { print "# " FILENAME } { print }' "$@" >"$tmp"
-chmod 0444 "$tmp"
-mv -f "$tmp" "$out"
-ln -sfn "$out" /etc/pki/tls/certs/ca-bundle.crt
-"""
-
-
 def _short_ca_conf(keep: int = 8) -> str:
     """/etc/ca-certificates.conf of this machine, with only its first `keep` active roots."""
     try:
@@ -592,11 +602,22 @@ class NodeLab:
     running containerd. Give it a shared `Registry` or let it start (and stop) its own."""
 
     def __init__(
-        self, os_family: str = "debian", registry: Registry | None = None, template: Path | None = None
+        self,
+        os_family: str = "debian",
+        registry: Registry | None = None,
+        template: Path | None = None,
+        containerd: str | None = None,
+        crictl: bool | None = None,
     ) -> None:
-        if os_family not in OS_FAMILIES:
+        if os_family not in PROFILES:
             raise ValueError(f"os_family must be one of {OS_FAMILIES}")
+        self.profile = PROFILES[os_family]
         self.os_family = os_family
+        self.containerd_version = containerd or self.profile.containerd[0]
+        if self.containerd_version not in ("1.6", "2"):
+            raise ValueError("containerd must be '1.6' (Debian 12) or '2' (Debian sid)")
+        self.has_crictl = self.profile.crictl if crictl is None else crictl
+        self.control: subprocess.Popen[bytes] | None = None  # Bottlerocket: the control container
         self._registry = registry
         self._own_registry = registry is None
         self.template = template or (ROOT / "template.yaml")
@@ -635,7 +656,12 @@ class NodeLab:
 
     @property
     def is_al(self) -> bool:
-        return self.os_family.startswith("al")
+        """The node's trust store has the Amazon Linux layout (AL2, AL2023, Bottlerocket's host)."""
+        return self.profile.al_trust
+
+    @property
+    def is_bottlerocket(self) -> bool:
+        return self.profile.bottlerocket
 
     @property
     def anchor_dir(self) -> str:
@@ -649,8 +675,10 @@ class NodeLab:
 
     @property
     def socket_path(self) -> Path:
+        """containerd's socket as seen from outside: /run/containerd/containerd.sock inside the
+        node (the lab binds <dir>/run over /run there)."""
         assert self.dir is not None
-        return self.dir / "containerd" / "containerd.sock"
+        return self.dir / "run" / "containerd" / "containerd.sock"
 
     @property
     def bin_dir(self) -> Path:
@@ -671,10 +699,13 @@ class NodeLab:
         try:
             if self._registry is None:
                 self._registry = Registry().start()
+            self.containerd_dir = self._containerd_binaries()
             self.dir = Path(tempfile.mkdtemp(prefix="nodelab-"))
             self._prepare_files()
             self._start_namespace()
             self.start_containerd()
+            if self.is_bottlerocket:
+                self._start_control_container()
         except BaseException:
             self.stop()
             raise
@@ -689,17 +720,27 @@ class NodeLab:
             pid = self._read_pid()
             if pid:
                 stop_pid(pid)
-        if self.holder is not None:
-            if self.holder.poll() is None:
-                self.holder.kill()
-            self.holder.wait(timeout=10)
-            self.holder = None
+        for proc in (self.control, self.holder):
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(timeout=10)
+        self.control = self.holder = None
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
         if self._own_registry and self._registry is not None:
             self._registry.stop()
             self._registry = None
+
+    def _containerd_binaries(self) -> Path | None:
+        """Directory of the 2.x binaries (fetched once), or None for the system's 1.6."""
+        if self.containerd_version == "1.6":
+            return None
+        directory, why = containerd2.ensure()
+        if directory is None:
+            raise RuntimeError(f"node lab containerd 2.x unavailable: {why}")
+        return directory
 
     def _prepare_files(self) -> None:
         from tests.nodelab.cri import client as cri_client  # noqa: PLC0415
@@ -709,13 +750,14 @@ class NodeLab:
         for sub in ("etc-upper", "etc-work", "lsc-upper", "lsc-work", "bin", "cni/bin", "cni/conf", "opt"):
             (d / sub).mkdir(parents=True)
         (d / "containerd").mkdir(mode=0o711)
+        (d / "run" / "containerd").mkdir(parents=True, mode=0o711)
         up = d / "etc-upper"
         (up / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.0.1\t{REGISTRY_NAME}\n")
         (up / "containerd" / "certs.d").mkdir(parents=True)
+        (up / "containerd" / "config.d").mkdir(parents=True)
         (up / "containerd" / "config.toml").write_text(self._containerd_config())
-        (up / "crictl.yaml").write_text(f"runtime-endpoint: unix://{self.socket_path}\ntimeout: 10\n")
-        if self.os_family in OS_RELEASE:
-            (up / "os-release").write_text(OS_RELEASE[self.os_family])
+        if self.profile.os_release is not None:
+            (up / "os-release").write_text(self.profile.os_release)
         if not self.is_al:
             # The real update-ca-certificates, fed a shorter list of distribution roots: it
             # forks per listed certificate, and 140 roots made every refresh take 1-2 s.
@@ -727,80 +769,128 @@ class NodeLab:
             (up / "pki" / "ca-trust" / "source" / "anchors").mkdir(parents=True)
             (up / "pki" / "ca-trust" / "extracted" / "pem").mkdir(parents=True)
             (up / "pki" / "tls" / "certs").mkdir(parents=True)
+        containerd_path = SYSTEM_PATH if self.containerd_dir is None else f"{self.containerd_dir}:{SYSTEM_PATH}"
         subst = {
             "@PIDFILE@": str(d / "containerd.pid"),
             "@LOG@": str(d / "containerd.log"),
             "@SYSTEM_PATH@": SYSTEM_PATH,
+            "@CONTAINERD_PATH@": containerd_path,
+            "@SYSTEMD@": str(self.profile.systemd),
             "@GENERATED@": str(cri_client.generated_dir()),
             "@PYTHON@": sys.executable,
             "@CLIENT@": str(Path(cri_client.__file__).resolve()),
+            "@COMPAT@": f"BASH_COMPAT={self.profile.bash_compat} " if self.profile.bash_compat else "",
         }
-        stand_ins = {"systemctl": SYSTEMCTL, "crictl": CRICTL}
+        stand_ins = {"systemctl": standins.SYSTEMCTL}
+        if self.has_crictl:
+            stand_ins["crictl"] = standins.CRICTL
         if self.is_al:
-            stand_ins["update-ca-trust"] = UPDATE_CA_TRUST
+            stand_ins["update-ca-trust"] = standins.UPDATE_CA_TRUST
+        else:
+            stand_ins["update-ca-certificates"] = standins.UPDATE_CA_CERTIFICATES
+        if self.profile.sh == "bash":
+            stand_ins["sh"] = standins.SH_BASH
+        if self.profile.openssl_102:
+            stand_ins["openssl"] = standins.OPENSSL_102
+        self._write_stand_ins(self.bin_dir, stand_ins, subst)
+        if self.containerd_dir is not None:
+            for name in containerd2.BINARIES:
+                (self.bin_dir / name).symlink_to(self.containerd_dir / name)
+
+    @staticmethod
+    def _write_stand_ins(directory: Path, stand_ins: dict[str, str], subst: dict[str, str]) -> None:
         for name, text in stand_ins.items():
             for key, value in subst.items():
                 text = text.replace(key, value)
-            path = self.bin_dir / name
+            path = directory / name
             path.write_text(text)
             path.chmod(0o755)
 
     def _containerd_config(self) -> str:
+        """The config an EKS image writes, moved into the lab: AL2's version 2 config
+        (imports config.d, CRI registry config_path certs.d:docker/certs.d) for 1.6, and the
+        version 3 config AL2023's nodeadm writes for 2.x (awslabs/amazon-eks-ami,
+        nodeadm/internal/containerd/config.template.toml: discard_unpacked_layers = true,
+        config_path = "/etc/containerd/certs.d:/etc/docker/certs.d")."""
         d = self.dir
         assert d is not None
-        cri = 'plugins."io.containerd.grpc.v1.cri"'
-        return (
-            "version = 2\n"
+        common = (
             f'root = "{d}/containerd/root"\n'
             f'state = "{d}/containerd/state"\n'
-            'disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",'
-            ' "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]\n'
-            f'[grpc]\n  address = "{self.socket_path}"\n'
+            'imports = ["/etc/containerd/config.d/*.toml"]\n'
+            '[grpc]\n  address = "/run/containerd/containerd.sock"\n'
             f'[ttrpc]\n  address = "{d}/containerd/ttrpc.sock"\n'
             '[metrics]\n  address = ""\n'
             f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n'
-            f"[{cri}]\n"
-            '  stream_server_address = "127.0.0.1"\n  stream_server_port = "0"\n'
-            f"[{cri}.containerd]\n"
+        )
+        snapshotters = [f"io.containerd.snapshotter.v1.{n}" for n in ("btrfs", "zfs", "devmapper", "aufs")]
+        if self.containerd_version == "1.6":
+            cri = 'plugins."io.containerd.grpc.v1.cri"'
+            return (
+                "version = 2\n" + f"disabled_plugins = {json.dumps(snapshotters)}\n" + common + f"[{cri}]\n"
+                '  stream_server_address = "127.0.0.1"\n  stream_server_port = "0"\n'
+                f"[{cri}.containerd]\n"
+                f'  snapshotter = "{self._snapshotter()}"\n  discard_unpacked_layers = true\n'
+                f"[{cri}.cni]\n"
+                f'  bin_dir = "{d}/cni/bin"\n  conf_dir = "{d}/cni/conf"\n'
+                f"[{cri}.registry]\n"
+                '  config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n'
+            )
+        # 2.x: NRI would open a socket under /var/run/nri on the real host; blockfile writes
+        # under root (harmless) but is not what EKS runs.
+        disabled = [*snapshotters[:3], "io.containerd.snapshotter.v1.blockfile", "io.containerd.nri.v1.nri"]
+        return (
+            "version = 3\n"
+            + f"disabled_plugins = {json.dumps(disabled)}\n"
+            + common
+            + "[plugins.'io.containerd.cri.v1.images']\n"
+            "  discard_unpacked_layers = true\n"
             f'  snapshotter = "{self._snapshotter()}"\n'
-            f"[{cri}.cni]\n"
+            '[plugins."io.containerd.cri.v1.images".registry]\n'
+            '  config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n'
+            "[plugins.'io.containerd.cri.v1.runtime'.cni]\n"
             f'  bin_dir = "{d}/cni/bin"\n  conf_dir = "{d}/cni/conf"\n'
-            f"[{cri}.registry]\n"
-            '  config_path = "/etc/containerd/certs.d"\n'
+            "[plugins.'io.containerd.grpc.v1.cri']\n"
+            '  stream_server_address = "127.0.0.1"\n  stream_server_port = "0"\n'
         )
 
     @staticmethod
     def _snapshotter() -> str:
         return os.environ.get("NODELAB_SNAPSHOTTER", "overlayfs")
 
-    def _start_namespace(self) -> None:
-        d = self.dir
-        assert d is not None
-        self.holder = subprocess.Popen(
-            ["unshare", "-m", "--propagation", "private", "sleep", "infinity"],
+    def _start_holder(self, enter: list[str]) -> subprocess.Popen[bytes]:
+        """A `sleep infinity` in a new private mount namespace (entered through `enter` first)."""
+        mine = os.readlink("/proc/self/ns/mnt")
+        outer = os.readlink(f"/proc/{self.holder.pid}/ns/mnt") if self.holder is not None else mine
+        holder = subprocess.Popen(
+            [*enter, "unshare", "-m", "--propagation", "private", "sleep", "infinity"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=clean_env(),
         )
-        mine = os.readlink("/proc/self/ns/mnt")
         deadline = time.monotonic() + 10
         while True:
             with contextlib.suppress(OSError):
-                if (
-                    os.readlink(f"/proc/{self.holder.pid}/ns/mnt") != mine
-                    and Path(f"/proc/{self.holder.pid}/comm").read_text().strip() == "sleep"
-                ):
-                    break
-            if self.holder.poll() is not None or time.monotonic() > deadline:
+                ns = os.readlink(f"/proc/{holder.pid}/ns/mnt")
+                if ns not in (mine, outer) and Path(f"/proc/{holder.pid}/comm").read_text().strip() == "sleep":
+                    return holder
+            if holder.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("unshare -m holder did not start")
             time.sleep(0.005)
+
+    def _start_namespace(self) -> None:
+        d = self.dir
+        assert d is not None
+        self.holder = self._start_holder([])
         setup = (
             "set -e\n"
             'mount -t overlay nodelab-etc -o "lowerdir=/etc,upperdir=$1/etc-upper,workdir=$1/etc-work" /etc\n'
             "mount -t overlay nodelab-lsc -o "
             '"lowerdir=/usr/local/share/ca-certificates,upperdir=$1/lsc-upper,workdir=$1/lsc-work" '
             "/usr/local/share/ca-certificates\n"
+            # containerd's socket at its real path, /run/containerd/containerd.sock, in the node.
+            'mount --bind "$1/run" /run\n'
             # The machine's update-ca-certificates hooks (a Java keystore) are slow and irrelevant.
             "rm -f /etc/ca-certificates/update.d/*\n"
         )
@@ -809,6 +899,68 @@ class NodeLab:
         result = self.sh(setup, str(d), check=False)
         if result.returncode != 0:
             raise RuntimeError(f"namespace setup failed: {result.stderr.strip()}")
+
+    @property
+    def control_root(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "cc-root"
+
+    def _start_control_container(self) -> None:
+        """Bottlerocket's control container: a chroot in its own mount namespace below the
+        node's. Its /usr is the machine's minus the host tools it lacks (overlay whiteouts), its
+        /etc says amzn 2 and has no /etc/containerd, /run is empty (no containerd socket), and
+        /.bottlerocket exists. `apiclient` on its PATH reaches the node's API stand-in."""
+        d = self.dir
+        assert d is not None
+        root = self.control_root
+        for sub in ("proc", "dev", "tmp", "usr", "etc", "run", "root", ".bottlerocket"):
+            (root / sub).mkdir(parents=True)
+        for link in ("bin", "sbin", "lib", "lib64"):
+            target = Path("/") / link
+            if target.is_symlink():
+                (root / link).symlink_to(os.readlink(target))
+        usr_up, etc_up = d / "cc-usr-upper", d / "cc-etc-upper"
+        (usr_up / "bin").mkdir(parents=True)
+        (usr_up / "sbin").mkdir(parents=True)
+        for sub in ("cc-usr-work", "cc-etc-work", "cc-bin", "bottlerocket"):
+            (d / sub).mkdir()
+        etc_up.mkdir()
+        (etc_up / "os-release").write_text(self.profile.os_release or "")
+        # host-ctr bind-mounts the host's os-release here (core-kit sources/host-ctr withDefaultMounts);
+        # the SSM agent reads the platform from it (amazon-ssm-agent agent/platform/platform_unix.go).
+        (etc_up / "bottlerocket-release").write_text('NAME=Bottlerocket\nID=bottlerocket\nVERSION_ID="1.53.0"\n')
+        for name in CONTROL_CONTAINER_HIDDEN:  # whiteouts: these do not exist in the container
+            for sub in ("bin", "sbin"):
+                os.mknod(usr_up / sub / name, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+        os.mknod(etc_up / "containerd", 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+        self.control = self._start_holder(["nsenter", "-t", str(self.holder.pid), "-m", "--"])
+        setup = (
+            "set -e\n"
+            'r="$1"\n'
+            'mount --bind /proc "$r/proc"\nmount --bind /dev "$r/dev"\nmount --bind /tmp "$r/tmp"\n'
+            'mount -t tmpfs cc-run "$r/run"\n'
+            'mount -t overlay cc-usr -o "lowerdir=/usr,upperdir=$2/cc-usr-upper,workdir=$2/cc-usr-work" "$r/usr"\n'
+            'mount -t overlay cc-etc -o "lowerdir=/etc,upperdir=$2/cc-etc-upper,workdir=$2/cc-etc-work" "$r/etc"\n'
+        )
+        result = subprocess.run(
+            ["nsenter", "-t", str(self.control.pid), "-m", "--", "sh", "-c", setup, "cc", str(root), str(d)],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=30,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"control container setup failed: {result.stderr.strip()}")
+        subst = {
+            "@HOLDER@": str(self.holder.pid),
+            "@HOST_PATH@": self._path(),
+            "@PYTHON@": sys.executable,
+            "@APICLIENT_PY@": str(LAB_DIR / "apiclient.py"),
+            "@STATE@": str(d / "bottlerocket" / "settings.json"),
+            "@COMPAT@": f"BASH_COMPAT={self.profile.bash_compat} " if self.profile.bash_compat else "",
+        }
+        self._write_stand_ins(d / "cc-bin", {"apiclient": standins.APICLIENT, "sh": standins.SH_BASH}, subst)
 
     # ---- running things inside the namespace -------------------------------------------------
     def _ns_cmd(self, argv: list[str]) -> list[str]:
@@ -958,12 +1110,19 @@ class NodeLab:
         assert self.dir is not None
         path = self.dir / "_script.sh"
         path.write_text(script if script is not None else self.script_text())
+        if self.is_bottlerocket:
+            # Run Command on Bottlerocket: inside the control container.
+            assert self.control is not None
+            argv = ["nsenter", "-t", str(self.control.pid), "-m", "--", "chroot", str(self.control_root)]
+            search = f"{self.dir / 'cc-bin'}:{SYSTEM_PATH}"
+        else:
+            argv, search = self._ns_cmd([]), self._path()
         started = time.monotonic()
         proc = subprocess.run(
-            self._ns_cmd(["sh", str(path)]),
+            [*argv, "sh", str(path)],
             capture_output=True,
             text=True,
-            env=clean_env(PATH=self._path(), **env),
+            env=clean_env(PATH=search, **env),
             timeout=timeout,
             check=False,
         )
