@@ -314,6 +314,7 @@ else
       ANCHOR_FILE="$ANCHOR_DIR/$OUR_NAME.pem"
       TRUST_BUNDLE="/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem"
       REFRESH=(update-ca-trust extract)
+      REFRESH_FULL=(update-ca-trust extract)
       ;;
     ubuntu | debian)
       R_OS="$OS_ID"
@@ -321,6 +322,8 @@ else
       ANCHOR_FILE="$ANCHOR_DIR/$OUR_NAME.crt"
       TRUST_BUNDLE="/etc/ssl/certs/ca-certificates.crt"
       REFRESH=(update-ca-certificates)
+      # --fresh also drops the links of a removed anchor (a plain run leaves them dangling).
+      REFRESH_FULL=(update-ca-certificates --fresh)
       ;;
     *) fail "unsupported operating system (ID in /etc/os-release is not amzn, ubuntu or debian)" ;;
   esac
@@ -715,7 +718,7 @@ restore_trust() {
   fi
   # The refresh tool rebuilds from the anchors; if it fails again, put the saved bytes back.
   refreshed=true
-  timeout 120 ${REFRESH[@]+"${REFRESH[@]}"} >&2 2>&1 || refreshed=false
+  timeout 120 ${REFRESH_FULL[@]+"${REFRESH_FULL[@]}"} >&2 2>&1 || refreshed=false
   if [ "$BUNDLE_SAVED" = true ] && { [ "$refreshed" != true ] || ! same_file "$WORK/trust.prev" "$TRUST_BUNDLE"; }; then
     target=$(readlink -f "$TRUST_BUNDLE")
     if ! { tmp=$(mktemp "$target.XXXXXX") && cat "$WORK/trust.prev" >"$tmp" && chmod 0444 "$tmp" && mv -f "$tmp" "$target"; }; then

@@ -33,13 +33,14 @@ def lab_registry() -> Iterator[Registry]:
 
 
 @pytest.fixture
-def make_lab(lab_registry: Registry) -> Iterator[Callable[[str], NodeLab]]:
-    """Factory: make_lab("debian" | "ubuntu" | "al2" | "al2023") -> a started NodeLab whose
-    containerd, namespace and files are all gone after the test (also when it fails)."""
+def make_lab(lab_registry: Registry) -> Iterator[Callable[..., NodeLab]]:
+    """Factory: make_lab(profile, containerd=None, crictl=None) -> a started NodeLab (profile one
+    of lab.PROFILES; containerd "1.6" or "2", default the image's own) whose containerd,
+    namespaces and files are all gone after the test (also when it fails)."""
     labs: list[NodeLab] = []
 
-    def factory(os_family: str = "debian") -> NodeLab:
-        lab = NodeLab(os_family, registry=lab_registry)
+    def factory(os_family: str = "debian", containerd: str | None = None, crictl: bool | None = None) -> NodeLab:
+        lab = NodeLab(os_family, registry=lab_registry, containerd=containerd, crictl=crictl)
         labs.append(lab)
         return lab.start()
 
@@ -51,17 +52,32 @@ def make_lab(lab_registry: Registry) -> Iterator[Callable[[str], NodeLab]]:
 
 
 @pytest.fixture
-def lab(make_lab: Callable[[str], NodeLab]) -> NodeLab:
+def lab(make_lab: Callable[..., NodeLab]) -> NodeLab:
     return make_lab("debian")
 
 
 @pytest.fixture(scope="module")
-def shared_lab(lab_registry: Registry) -> Iterator[NodeLab]:
-    """One Debian node shared by the tests of a module that must change nothing (rejections):
-    each of them checks that the trust store, /etc/containerd and containerd's PID are unchanged,
-    so a test that does change something fails itself."""
-    lab = NodeLab("debian", registry=lab_registry)
+def node_lab(lab_registry: Registry) -> Iterator[Callable[[str, str], NodeLab]]:
+    """One node per (profile, containerd) shared by the tests of a module that must change
+    nothing (rejections): each of them checks that the trust store, settings, /etc/containerd
+    and containerd's PID are unchanged, so a test that does change something fails itself."""
+    labs: dict[tuple[str, str], NodeLab] = {}
+
+    def get(os_family: str, containerd: str) -> NodeLab:
+        if (os_family, containerd) not in labs:
+            lab = NodeLab(os_family, registry=lab_registry, containerd=containerd)
+            labs[os_family, containerd] = lab
+            lab.start()
+        return labs[os_family, containerd]
+
     try:
-        yield lab.start()
+        yield get
     finally:
-        lab.stop()
+        for lab in labs.values():
+            lab.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_lab(node_lab: Callable[[str, str], NodeLab]) -> NodeLab:
+    """The shared Debian node (containerd 1.6)."""
+    return node_lab("debian", "1.6")

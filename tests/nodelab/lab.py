@@ -894,8 +894,8 @@ class NodeLab:
             # The machine's update-ca-certificates hooks (a Java keystore) are slow and irrelevant.
             "rm -f /etc/ca-certificates/update.d/*\n"
         )
-        if self.is_al:
-            setup += "update-ca-trust extract\n"
+        # Start from a trust store its own refresh tool wrote, as on a booted node.
+        setup += "update-ca-trust extract\n" if self.is_al else "update-ca-certificates --fresh >/dev/null\n"
         result = self.sh(setup, str(d), check=False)
         if result.returncode != 0:
             raise RuntimeError(f"namespace setup failed: {result.stderr.strip()}")
@@ -1001,15 +1001,32 @@ class NodeLab:
     def write_file(self, path: str, data: str) -> None:
         self.sh('mkdir -p "$(dirname "$1")" && cat >"$1"', path, input_data=data.encode())
 
-    def snapshot(self) -> str:
+    def bottlerocket_settings(self) -> dict:
+        """What the Bottlerocket API stand-in holds (settings.* without the prefix)."""
+        assert self.dir is not None
+        assert self.is_bottlerocket
+        path = self.dir / "bottlerocket" / "settings.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def snapshot(self, content_only: bool = False) -> str:
         """Paths, types, mtimes, sizes and hashes under the trust store and /etc/containerd,
-        as seen inside the namespace: equal snapshots = nothing changed there."""
+        as seen inside the namespace: equal snapshots = nothing changed there. content_only
+        leaves mtimes out (a file rewritten with the same bytes compares equal)."""
         dirs = [self.anchor_dir, "/etc/containerd", "/etc/ssl/certs"]
         if self.is_al:
             dirs += ["/etc/pki"]
+        if self.is_bottlerocket:
+            # The API's settings and whatever the control container wrote into its own /etc.
+            assert self.dir is not None
+            dirs += [str(self.dir / "bottlerocket"), str(self.dir / "cc-etc-upper")]
+        # content_only: no mtimes, and no directory sizes (an overlay copy-up changes those).
+        listing = (
+            'find "$d" -type d -printf "%p d\\n" -o -printf "%p %y %s %l\\n"'
+            if content_only
+            else 'find "$d" -printf "%p %y %T@ %s %l\\n"'
+        )
         out = self.sh(
-            'for d in "$@"; do find "$d" -printf "%p %y %T@ %s %l\\n"; '
-            'find -L "$d" -type f -exec sha256sum {} + 2>/dev/null; done | sort',
+            f'for d in "$@"; do {listing}; find -L "$d" -type f -exec sha256sum {{}} + 2>/dev/null; done | sort',
             *dirs,
         )
         return out.stdout

@@ -1,5 +1,6 @@
 """Node lab scenarios: the node script (as embedded in template.yaml) against a real containerd
-pulling through CRI from a TLS registry whose CA the node does not trust at first."""
+pulling from a TLS registry whose CA the node does not trust at first, on every image profile
+and both containerd versions (see lab.py PROFILES)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,26 @@ from tests.nodelab.lab import NodeLab, ScriptRun, b64
 pytestmark = pytest.mark.nodelab
 
 X509 = "x509: certificate signed by unknown authority"
-FAMILIES = ["debian", "al2", "al2023"]
+
+# (profile, containerd) of every node the lab runs: each image on what it ships, and the
+# Debian/Ubuntu and Bottlerocket nodes on both containerd versions.
+NODES = [
+    ("debian", "1.6"),
+    ("debian", "2"),
+    ("ubuntu", "1.6"),
+    ("ubuntu", "2"),
+    ("al2", "1.6"),
+    ("al2023", "2"),
+    ("bottlerocket", "2"),
+    ("bottlerocket", "1.6"),
+]
+LINUX_NODES = [n for n in NODES if n[0] != "bottlerocket"]
+BOTTLEROCKET_NODES = [n for n in NODES if n[0] == "bottlerocket"]
+STRATEGIES = ["auto", "restart", "hosts-toml"]
+
+
+def node_id(node: tuple[str, str]) -> str:
+    return f"{node[0]}-containerd{node[1]}"
 
 
 def explain(run: ScriptRun) -> str:
@@ -47,10 +67,31 @@ def assert_pull_ok(lab: NodeLab, why: str) -> None:
     assert ok, f"{why}: CRI pull failed: {msg}\ncontainerd log:\n{lab.containerd_log()}"
 
 
+def eks_situation(lab: NodeLab) -> None:
+    """The failure the product fixes: on Linux images, userdata trusted the CA after containerd
+    had loaded its CA pool; on Bottlerocket, the CA is not in settings.pki yet."""
+    if not lab.is_bottlerocket:
+        lab.trust_ca_without_restart()
+    assert_pull_fails_x509(lab, "the node before the remediation")
+
+
+def expected_level(lab: NodeLab) -> str:
+    """Which verification the node can run honestly (the canary image is always set here)."""
+    if lab.is_bottlerocket:
+        return "settings-readback"
+    if lab.has_crictl:
+        return "cri-pull"
+    return "daemon-pull" if lab.containerd_version == "2" else "tls-only"
+
+
+def anchor_of(lab: NodeLab) -> str:
+    return f"{lab.anchor_dir}/eks-ca-remediator.{'pem' if lab.is_al else 'crt'}"
+
+
 # 1 -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("os_family", FAMILIES)
-def test_reproduction_trusted_ca_is_ignored_until_containerd_restarts(make_lab, os_family):
-    lab = make_lab(os_family)
+@pytest.mark.parametrize("node", LINUX_NODES, ids=node_id)
+def test_reproduction_trusted_ca_is_ignored_until_containerd_restarts(make_lab, node):
+    lab = make_lab(*node)
     if lab.is_al:
         assert lab.read_file("/etc/ssl/certs/ca-certificates.crt") is None, (
             "the AL lab must hide the Debian bundle so Go reads /etc/pki/tls/certs/ca-bundle.crt"
@@ -76,34 +117,90 @@ def test_reproduction_trusted_ca_is_ignored_until_containerd_restarts(make_lab, 
 
 
 # 2 -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("os_family", [*FAMILIES, "ubuntu"])
-def test_auto_restarts_containerd_that_predates_the_trust_bundle(make_lab, os_family):
-    lab = make_lab(os_family)
-    lab.trust_ca_without_restart()
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("node", LINUX_NODES, ids=node_id)
+def test_every_strategy_fixes_the_node_and_reports_what_it_did(make_lab, node, strategy):
+    lab = make_lab(*node)
+    eks_situation(lab)
     pid = lab.containerd_pid()
-    assert_pull_fails_x509(lab, "reproduction precondition")
 
-    r = assert_success(lab.run_script(lab.script_env(SSM_Strategy="auto")))
+    r = assert_success(lab.run_script(lab.script_env(SSM_Strategy=strategy)))
 
-    assert r["os_family"] == os_family
-    assert r["strategy_requested"] == "auto"
-    assert r["strategy_used"] == "restart"
-    assert r["restarted"] is True
+    assert r["os_family"] == lab.os_family
+    assert r["strategy_requested"] == strategy
     assert r["containerd_before"]["pid"] == pid
-    assert r["containerd_after"]["pid"] == lab.containerd_pid() != pid
-    assert r["containerd_after"]["started_at"] > r["containerd_before"]["started_at"]
+    assert r["containerd_version"].startswith("1.6" if lab.containerd_version == "1.6" else "2.")
+    assert r["registry_config_path"] == "/etc/containerd/certs.d:/etc/docker/certs.d"
+    if strategy == "hosts-toml":
+        assert r["strategy_used"] == "hosts-toml"
+        assert r["restarted"] is False
+        assert r["containerd_after"]["pid"] == lab.containerd_pid() == pid
+        assert r["hosts_toml"]["written"] == [lab.registry_host]
+    else:
+        assert r["strategy_used"] == "restart"
+        assert r["restarted"] is True
+        assert r["containerd_after"]["pid"] == lab.containerd_pid() != pid
+        assert r["containerd_after"]["started_at"] > r["containerd_before"]["started_at"]
     assert r["verification"] == {lab.registry_host: "ok"}
+    assert r["verification_level"] == expected_level(lab)
     assert r["canary"] == "ok"
     assert r["fingerprint"] == hashlib.sha256(lab.ca_pem.encode()).hexdigest()
-    assert r["dry_run"] is False
-    anchor = f"{lab.anchor_dir}/eks-ca-remediator.{'pem' if lab.is_al else 'crt'}"
-    assert lab.read_file(anchor) == lab.ca_pem.encode()
+    assert lab.read_file(anchor_of(lab)) == lab.ca_pem.encode()
     assert lab.last_stdout.count("\n") == 1, f"stdout must be exactly one JSON line: {lab.last_stdout!r}"
     assert len(lab.last_stdout) < 20_000
-    assert_pull_ok(lab, "after the auto remediation")
+    assert_pull_ok(lab, f"after the {strategy} remediation")
+    assert lab.containerd_pid() == r["containerd_after"]["pid"]
 
 
-def test_multi_ca_bundle_with_crlf_line_endings_is_installed(lab):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("node", BOTTLEROCKET_NODES, ids=node_id)
+def test_bottlerocket_is_fixed_through_its_api_only(make_lab, node, strategy):
+    lab = make_lab(*node)
+    eks_situation(lab)
+    host_trust = lab.read_file(lab.trust_bundle_path)
+
+    r = assert_success(lab.run_script(lab.script_env(SSM_Strategy=strategy)))
+
+    assert r["os_family"] == "bottlerocket"
+    assert r["strategy_used"] == "bottlerocket-api"
+    assert r["verification_level"] == "settings-readback"
+    assert r["canary"].startswith("unavailable: "), r["canary"]
+    assert r["bundle_changed"] is True
+    assert any(a.startswith("apiclient set settings.pki.eks-ca-remediator") for a in r["actions"]), r["actions"]
+    if strategy == "hosts-toml":
+        assert any("hosts-toml does not apply on Bottlerocket" in w for w in r["warnings"]), r["warnings"]
+    assert lab.bottlerocket_settings()["pki"]["eks-ca-remediator"] == {"data": lab.ca_b64, "trusted": True}
+    # The host changed only through the API: its trust bundle was regenerated by the API, and
+    # nothing was written into a host trust anchor directory or /etc/containerd.
+    assert lab.read_file(lab.trust_bundle_path) != host_trust
+    assert lab.sh("ls -A /etc/pki/ca-trust/source/anchors /etc/containerd/certs.d").stdout.split() == [
+        "/etc/containerd/certs.d:",
+        "/etc/pki/ca-trust/source/anchors:",
+    ]
+    assert_pull_ok(lab, "after settings.pki was set")
+
+
+# 3 -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("node", LINUX_NODES, ids=node_id)
+def test_auto_does_not_restart_containerd_started_after_the_ca_was_trusted(make_lab, node):
+    lab = make_lab(*node)
+    lab.trust_ca_without_restart()
+    pid = lab.restart_containerd()
+    assert_pull_ok(lab, "containerd started after the CA was trusted")
+
+    r = assert_success(lab.run_script(lab.script_env()))
+    assert r["restarted"] is False
+    assert r["strategy_used"] == "none"
+    assert r["containerd_before"]["pid"] == r["containerd_after"]["pid"] == pid
+    assert r["containerd_before"]["started_at"] > r["trust_bundle_mtime"]
+    assert lab.containerd_pid() == pid
+    assert r["verification"] == {lab.registry_host: "ok"}
+    assert_pull_ok(lab, "after a no-restart auto run")
+
+
+@pytest.mark.parametrize("node", [("debian", "1.6"), ("al2023", "2")], ids=node_id)
+def test_multi_ca_bundle_with_crlf_line_endings_is_installed(make_lab, node):
+    lab = make_lab(*node)
     pem = (lab.pki.other_ca_pem + "# comment between certificates\n" + lab.ca_pem).replace("\n", "\r\n")
     r = assert_success(lab.run_script(lab.script_env(SSM_CaBundle=b64(pem))))
     assert r["fingerprint"] == hashlib.sha256(pem.encode()).hexdigest()
@@ -115,47 +212,10 @@ def test_multi_ca_bundle_with_crlf_line_endings_is_installed(lab):
     assert_pull_ok(lab, "with a two-CA bundle")
 
 
-def test_auto_on_a_node_that_never_trusted_the_ca(lab):
-    pid = lab.containerd_pid()
-    r = assert_success(lab.run_script(lab.script_env()))
-    assert r["bundle_changed"] is True
-    assert "ran update-ca-certificates" in r["actions"]
-    assert r["restarted"] is True
-    assert r["containerd_after"]["pid"] != pid
-    assert r["trust_bundle_mtime"] <= r["containerd_after"]["started_at"]
-    assert_pull_ok(lab, "after installing the CA on a fresh node")
-
-
-# 3 -----------------------------------------------------------------------------------------
-def test_auto_does_not_restart_containerd_started_after_the_ca_was_trusted(lab):
-    lab.trust_ca_without_restart()
-    pid = lab.restart_containerd()
-    assert_pull_ok(lab, "containerd started after the CA was trusted")
-
-    r = assert_success(lab.run_script(lab.script_env()))
-    assert r["restarted"] is False
-    assert r["strategy_used"] == "none"
-    assert r["containerd_before"]["pid"] == r["containerd_after"]["pid"] == pid
-    assert r["containerd_before"]["started_at"] == r["containerd_after"]["started_at"]
-    assert r["containerd_before"]["started_at"] > r["trust_bundle_mtime"]
-    assert lab.containerd_pid() == pid
-    assert r["verification"] == {lab.registry_host: "ok"}
-    assert_pull_ok(lab, "after a no-restart auto run")
-
-
-def test_restart_strategy_always_restarts(lab):
-    lab.trust_ca_without_restart()
-    pid = lab.restart_containerd()
-    r = assert_success(lab.run_script(lab.script_env(SSM_Strategy="restart")))
-    assert r["restarted"] is True
-    assert r["strategy_used"] == "restart"
-    assert lab.containerd_pid() not in (None, pid)
-
-
 # 4 -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("os_family", ["debian", "al2023"])
-def test_hosts_toml_fixes_pulls_without_restart_and_leaves_other_files_alone(make_lab, os_family):
-    lab = make_lab(os_family)
+@pytest.mark.parametrize("node", LINUX_NODES, ids=node_id)
+def test_hosts_toml_fixes_pulls_without_restart_and_leaves_other_files_alone(make_lab, node):
+    lab = make_lab(*node)
     foreign_path = "/etc/containerd/certs.d/other.example.test:5000/hosts.toml"
     foreign = 'server = "https://other.example.test:5000"\n[host."https://mirror.example.test"]\n'
     lab.write_file(foreign_path, foreign)
@@ -164,11 +224,10 @@ def test_hosts_toml_fixes_pulls_without_restart_and_leaves_other_files_alone(mak
     pid = lab.containerd_pid()
     assert_pull_fails_x509(lab, "before the remediation")
 
-    r = assert_success(lab.run_script(lab.script_env(SSM_Strategy="hosts-toml", SSM_RegistryHosts=lab.registry_host)))
+    r = assert_success(lab.run_script(lab.script_env(SSM_Strategy="hosts-toml")))
     assert r["strategy_used"] == "hosts-toml"
     assert r["restarted"] is False
     assert r["containerd_before"]["pid"] == r["containerd_after"]["pid"] == pid == lab.containerd_pid()
-    assert r["hosts_toml"]["written"] == [lab.registry_host]
     assert r["hosts_toml"]["foreign_untouched"] == []
     assert r["canary"] == "ok"
 
@@ -178,7 +237,7 @@ def test_hosts_toml_fixes_pulls_without_restart_and_leaves_other_files_alone(mak
     assert f'server = "https://{lab.registry_host}"' in text
     assert f'[host."https://{lab.registry_host}"]' in text
     assert 'capabilities = ["pull", "resolve"]' in text
-    assert f'ca = "{lab.anchor_dir}/eks-ca-remediator.{"pem" if lab.is_al else "crt"}"' in text
+    assert f'ca = "{anchor_of(lab)}"' in text
 
     assert lab.read_file(foreign_path) == foreign.encode(), "a user's hosts.toml was modified"
     assert lab.sh(f"stat -c '%Y %s %i' '{foreign_path}'").stdout == foreign_stat
@@ -209,32 +268,77 @@ def test_hosts_toml_needs_a_registry_host(shared_lab):
     assert lab.snapshot() == before
 
 
+# containerd reads hosts.toml only from its registry config_path: an import that takes
+# certs.d off the path (1.6, version 2 config), and the empty config_path that
+# `containerd config default` prints on 2.x (version 3 config), both fall back to the trust
+# store with a restart, and say why.
+CONFIG_WITHOUT_CERTS_D = {
+    "1.6": (
+        "/etc/containerd/config.d/90-registry.toml",
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/docker/certs.d"\n',
+        "/etc/docker/certs.d",
+    ),
+    "2": (
+        "/etc/containerd/config.d/90-registry.toml",
+        "version = 3\n[plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = ''\n",
+        "",
+    ),
+}
+
+
+@pytest.mark.parametrize("node", [("debian", "1.6"), ("al2", "1.6"), ("al2023", "2"), ("ubuntu", "2")], ids=node_id)
+def test_hosts_toml_falls_back_to_the_trust_store_when_containerd_does_not_read_certs_d(make_lab, node):
+    lab = make_lab(*node)
+    path, text, effective = CONFIG_WITHOUT_CERTS_D[lab.containerd_version]
+    lab.write_file(path, text)
+    pid = lab.restart_containerd()  # containerd now runs with that config
+    lab.trust_ca_without_restart()
+    assert_pull_fails_x509(lab, "the node before the remediation")
+
+    r = assert_success(lab.run_script(lab.script_env(SSM_Strategy="hosts-toml")))
+    assert r["registry_config_path"] == effective
+    assert r["strategy_requested"] == "hosts-toml"
+    assert r["strategy_used"] == "restart"
+    assert r["restarted"] is True
+    assert lab.containerd_pid() != pid
+    assert r["hosts_toml"]["written"] == []
+    assert any(w.startswith("hosts-toml not applicable: ") and "used the trust store" in w for w in r["warnings"])
+    assert lab.read_file(f"/etc/containerd/certs.d/{lab.registry_host}/hosts.toml") is None
+    assert_pull_ok(lab, "after the fallback")
+
+
 # 5 -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("strategy", ["auto", "hosts-toml"])
-def test_second_run_changes_and_restarts_nothing(lab, strategy):
-    lab.trust_ca_without_restart()
+@pytest.mark.parametrize("node", NODES, ids=node_id)
+def test_second_run_changes_and_restarts_nothing(make_lab, node, strategy):
+    lab = make_lab(*node)
+    eks_situation(lab)
     first = assert_success(lab.run_script(lab.script_env(SSM_Strategy=strategy)))
     pid = lab.containerd_pid()
-    assert pid == first["containerd_after"]["pid"]
+    if not lab.is_bottlerocket:
+        assert pid == first["containerd_after"]["pid"]
     state = lab.snapshot()
 
     second = assert_success(lab.run_script(lab.script_env(SSM_Strategy=strategy)))
     assert second["restarted"] is False
     assert second["bundle_changed"] is False
     assert second["actions"] == []
-    assert second["trust_bundle_mtime"] == first["trust_bundle_mtime"]
-    assert second["containerd_before"]["pid"] == second["containerd_after"]["pid"] == pid
-    assert lab.containerd_pid() == pid
-    if strategy == "hosts-toml":
+    assert lab.containerd_pid() == pid, "the second run restarted containerd"
+    if not lab.is_bottlerocket:
+        assert second["trust_bundle_mtime"] == first["trust_bundle_mtime"]
+        assert second["containerd_before"]["pid"] == second["containerd_after"]["pid"] == pid
+    if strategy == "hosts-toml" and not lab.is_bottlerocket:
         assert second["hosts_toml"]["written"] == []
         assert second["hosts_toml"]["unchanged"] == [lab.registry_host]
     assert lab.snapshot() == state, "the second run changed files"
 
 
 # 6 -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("strategy", ["auto", "restart", "hosts-toml"])
-def test_dry_run_reports_and_changes_nothing(lab, strategy):
-    lab.trust_ca_without_restart()
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("node", NODES, ids=node_id)
+def test_dry_run_reports_and_changes_nothing(make_lab, node, strategy):
+    lab = make_lab(*node)
+    eks_situation(lab)
     pid = lab.containerd_pid()
     before = lab.snapshot()
 
@@ -245,15 +349,19 @@ def test_dry_run_reports_and_changes_nothing(lab, strategy):
     assert r["dry_run"] is True
     assert r["restarted"] is False
     assert r["canary"] == "skipped"
-    anchor = "/usr/local/share/ca-certificates/eks-ca-remediator.crt"
-    assert any(a.startswith(f"would write {anchor}") for a in r["actions"]), r["actions"]
-    if strategy == "hosts-toml":
-        hosts = f"/etc/containerd/certs.d/{lab.registry_host}/hosts.toml"
-        assert f"would write {hosts}" in r["actions"], r["actions"]
-        assert not any("restart" in a for a in r["actions"]), r["actions"]
+    if lab.is_bottlerocket:
+        assert r["actions"] == [
+            f"would apiclient set settings.pki.eks-ca-remediator (data sha256 {r['fingerprint']}, trusted=true)"
+        ]
     else:
-        assert any(a.startswith("would restart containerd") for a in r["actions"]), r["actions"]
-    assert not any(a.startswith(("wrote", "ran", "restarted")) for a in r["actions"]), r["actions"]
+        assert any(a.startswith(f"would write {anchor_of(lab)}") for a in r["actions"]), r["actions"]
+        if strategy == "hosts-toml":
+            hosts = f"/etc/containerd/certs.d/{lab.registry_host}/hosts.toml"
+            assert f"would write {hosts}" in r["actions"], r["actions"]
+            assert not any("restart" in a for a in r["actions"]), r["actions"]
+        else:
+            assert any(a.startswith("would restart containerd") for a in r["actions"]), r["actions"]
+    assert not any(a.startswith(("wrote", "ran", "restarted", "apiclient set")) for a in r["actions"]), r["actions"]
 
     assert lab.snapshot() == before, "the dry run changed files"
     assert lab.containerd_pid() == pid, "the dry run touched containerd"
@@ -283,19 +391,43 @@ BAD_BUNDLES = {
     "expired-ca": (lambda p: b64(p.expired_ca_pem), "has expired"),
     "ca-plus-private-key": (lambda p: b64(p.ca_pem + p.key_pem), "PRIVATE KEY"),
     "truncated-pem": (lambda p: b64(p.ca_pem.rsplit("-----END", 1)[0]), "unterminated PEM block"),
+    "garbage-in-certificate-block": (
+        lambda p: b64("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"),
+        "cannot be parsed",
+    ),
+}
+# Bottlerocket's control container has no openssl: the CA and expiry checks are the control
+# side's (tests/unit/test_bundle.py); what reaches the node is refused by the script's PEM checks
+# or by Bottlerocket's API. None: a certificate the API accepts, not run on Bottlerocket.
+BOTTLEROCKET_REASONS = {
+    "non-ca-certificate": None,
+    "ca-plus-non-ca": None,
+    "expired-ca": None,
+    "garbage-in-certificate-block": "was refused: Failed to change settings: Invalid x509 certificate",
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_BUNDLES))
-def test_bad_bundle_is_rejected_before_anything_changes(shared_lab, case):
-    lab = shared_lab
+BAD_BUNDLE_CASES = [
+    (node, case)
+    for node in NODES
+    for case in BAD_BUNDLES
+    if not (node[0] == "bottlerocket" and BOTTLEROCKET_REASONS.get(case, "") is None)
+]
+
+
+@pytest.mark.parametrize(("node", "case"), BAD_BUNDLE_CASES, ids=lambda v: node_id(v) if isinstance(v, tuple) else v)
+def test_bad_bundle_is_rejected_before_anything_changes(node_lab, node, case):
+    lab = node_lab(*node)
     make, reason = BAD_BUNDLES[case]
+    exit_code = 2
+    if lab.is_bottlerocket and case in BOTTLEROCKET_REASONS:
+        reason, exit_code = BOTTLEROCKET_REASONS[case], 1
     pid = lab.containerd_pid()
     before = lab.snapshot()
     run = lab.run_script(lab.script_env(SSM_CaBundle=make(lab.pki)))
-    assert_failure(run, 2, reason)
+    assert_failure(run, exit_code, reason)
     assert run.result["restarted"] is False
-    assert lab.snapshot() == before, "a rejected bundle changed the trust store or /etc/containerd"
+    assert lab.snapshot() == before, "a rejected bundle changed the trust store, settings or /etc/containerd"
     assert lab.containerd_pid() == pid, "a rejected bundle touched containerd"
 
 
@@ -338,26 +470,30 @@ def test_hostile_values_in_every_parameter_are_rejected_and_never_executed(share
 
 
 # 9 -----------------------------------------------------------------------------------------
-def test_containerd_not_running_fails_fast_and_changes_nothing(lab):
+@pytest.mark.parametrize("node", LINUX_NODES, ids=node_id)
+def test_containerd_not_running_fails_fast_and_changes_nothing(make_lab, node):
+    lab = make_lab(*node)
     lab.stop_containerd()
     assert lab.containerd_pid() is None
     before = lab.snapshot()
     started = time.monotonic()
     run = lab.run_script(lab.script_env(), timeout=60)
     elapsed = time.monotonic() - started
-    assert_failure(run, 1, "containerd is not running")
+    assert_failure(run, 1, "containerd is not running (systemctl reports MainPID=0): nothing changed")
     assert elapsed < 15, f"took {elapsed:.1f} s"
     assert lab.snapshot() == before
 
 
-def test_missing_cri_socket_fails_fast_and_changes_nothing(lab):
+@pytest.mark.parametrize("node", LINUX_NODES, ids=node_id)
+def test_containerd_not_answering_fails_fast_and_changes_nothing(make_lab, node):
+    lab = make_lab(*node)
     pid = lab.containerd_pid()
     lab.remove_cri_socket()
     before = lab.snapshot()
     started = time.monotonic()
     run = lab.run_script(lab.script_env(SSM_Strategy="restart"), timeout=60)
     elapsed = time.monotonic() - started
-    r = assert_failure(run, 1, "does not answer on its CRI socket")
+    r = assert_failure(run, 1, f"containerd (pid {pid}) does not answer on /run/containerd/containerd.sock")
     assert r["containerd_before"]["pid"] == pid
     assert elapsed < 15, f"took {elapsed:.1f} s"
     assert lab.snapshot() == before
@@ -365,11 +501,35 @@ def test_missing_cri_socket_fails_fast_and_changes_nothing(lab):
 
 
 # 10 ----------------------------------------------------------------------------------------
-def test_canary_reports_failure_when_the_registry_is_signed_by_another_ca(lab):
+@pytest.mark.parametrize("node", LINUX_NODES, ids=node_id)
+def test_canary_reports_failure_when_the_registry_is_signed_by_another_ca(make_lab, node):
+    lab = make_lab(*node)
     run = lab.run_script(lab.script_env(SSM_CaBundle=b64(lab.pki.other_ca_pem)))
     r = assert_failure(run, 1, "canary pull failed")
+    assert r["verification_level"] == expected_level(lab)
     assert r["canary"].startswith("failed: "), r["canary"]
     assert "x509" in r["canary"], r["canary"]
     assert r["verification"][lab.registry_host].startswith("failed: "), r["verification"]
     assert r["restarted"] is True  # the new CA was trusted after containerd started
     assert_pull_fails_x509(lab, "with only the wrong CA trusted")
+
+
+# 11 ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("node", [("debian", "1.6"), ("ubuntu", "2"), ("al2", "1.6"), ("al2023", "2")], ids=node_id)
+def test_a_failed_trust_refresh_puts_the_previous_trust_state_back(make_lab, node):
+    lab = make_lab(*node)
+    pid = lab.containerd_pid()
+    before = lab.snapshot(content_only=True)
+    bundle_before = lab.read_file(lab.trust_bundle_path)
+    lab.write_file("/etc/nodelab-fail-refresh", "")  # the refresh tool writes, then fails
+
+    run = lab.run_script(lab.script_env())
+    r = assert_failure(run, 1, "failed (exit status 1")
+    assert "the previous trust state was restored; containerd untouched" in r["reason"], r["reason"]
+    assert r["restarted"] is False
+    lab.sh("rm /etc/nodelab-fail-refresh")
+    assert lab.read_file(lab.trust_bundle_path) == bundle_before
+    assert lab.read_file(anchor_of(lab)) is None
+    assert lab.snapshot(content_only=True) == before, "the failed run left the trust store changed"
+    assert lab.containerd_pid() == pid
+    assert_pull_fails_x509(lab, "nothing was half-applied")
