@@ -1,0 +1,190 @@
+"""What each image profile of the node lab holds the script to, and what only one image does:
+the stand-ins refuse what the real tool of that version refuses, the canary without crictl is
+daemon-side, and Bottlerocket's control container reaches the host only through apiclient."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.nodelab.lab import NodeLab
+from tests.nodelab.test_scenarios import X509, assert_pull_fails_x509, assert_pull_ok, assert_success
+
+pytestmark = pytest.mark.nodelab
+
+
+def in_node(lab: NodeLab, command: str) -> tuple[int, str]:
+    """Run a shell command with the node's own tool surface (as the node script sees it)."""
+    run = lab.run_script({}, script=f"exec 2>&1\n{command}\n")
+    return run.exit_code, run.stderr + lab.last_stdout
+
+
+# AL2: systemd 219 ------------------------------------------------------------------------------
+def test_al2_systemctl_refuses_options_newer_than_systemd_219(node_lab):
+    al2, al2023 = node_lab("al2", "1.6"), node_lab("al2023", "2")
+    pid = al2.containerd_pid()
+    assert in_node(al2, "systemctl show -p MainPID containerd") == (0, f"MainPID={pid}\n")
+    code, out = in_node(al2, "systemctl show --value -p MainPID containerd")
+    assert code == 1, out
+    assert "unrecognized option '--value'" in out
+    code, out = in_node(al2, "systemctl show -P MainPID containerd")
+    assert code == 1, out
+    assert "invalid option -- 'P'" in out
+    # systemd 252 (AL2023) has both.
+    assert in_node(al2023, "systemctl show --value -p MainPID containerd") == (0, f"{al2023.containerd_pid()}\n")
+
+
+def test_al2_openssl_has_the_option_surface_of_1_0_2(node_lab):
+    lab = node_lab("al2", "1.6")
+    code, out = in_node(lab, "openssl version")
+    assert out.startswith("OpenSSL 1.0.2k")
+    code, out = in_node(lab, "openssl s_client -connect 127.0.0.1:1 -no-CApath </dev/null")
+    assert code == 1, out
+    assert "unknown option -no-CApath" in out
+    code, out = in_node(lab, "openssl s_client -help")
+    assert code == 1, out
+    assert "-verify_return_error" in out
+    assert "-no-CApath" not in out
+    code, out = in_node(lab, "openssl x509 -in /dev/null -noout -ext basicConstraints")
+    assert code == 1, out
+    assert "unknown option -ext" in out
+
+
+def test_al2_sh_is_bash_in_posix_mode_with_bash_4_2_compat(node_lab):
+    lab = node_lab("al2", "1.6")
+    code, out = in_node(lab, 'echo "$BASH_COMPAT"; set -o | grep "^posix"')
+    assert code == 0, out
+    assert out.split() == ["42", "posix", "on"]
+
+
+# crictl ----------------------------------------------------------------------------------------
+def test_crictl_needs_an_explicit_endpoint_as_on_eks_images(node_lab):
+    lab = node_lab("al2", "1.6")
+    code, out = in_node(lab, "crictl info")
+    assert code == 1, out
+    assert "no runtime endpoint" in out
+    code, out = in_node(lab, "crictl --runtime-endpoint unix:///run/containerd/containerd.sock info")
+    assert code == 0, out
+
+
+def test_al2023_has_no_crictl(node_lab):
+    lab = node_lab("al2023", "2")
+    code, out = in_node(lab, "command -v crictl || echo absent; ctr --version")
+    assert code == 0, out
+    assert out.splitlines()[0] == "absent"
+    assert "containerd/v2 2." in out
+
+
+# The canary without crictl ---------------------------------------------------------------------
+def test_al2023_canary_pulls_through_the_daemon_so_it_fails_while_kubelet_would(make_lab):
+    """The script's canary on AL2023 is `ctr -n k8s.io images pull` (containerd 2.x's Transfer
+    service, inside the daemon): it fails with x509 exactly while CRI does. A client-side pull
+    (`--local`) loads a fresh CA pool in ctr's own process and succeeds: it would prove nothing."""
+    lab = make_lab("al2023")
+    lab.trust_ca_without_restart()
+    assert_pull_fails_x509(lab, "CRI after the CA was trusted, containerd not restarted")
+    sock = "--address /run/containerd/containerd.sock --namespace k8s.io"
+    code, out = in_node(lab, f"ctr {sock} images pull {lab.image}")
+    assert code != 0, out
+    assert X509 in out
+    code, out = in_node(lab, f"ctr {sock} images pull --local {lab.image}")
+    assert code == 0, f"the client-side pull should succeed (that is why it is no canary): {out}"
+
+
+@pytest.mark.parametrize("profile", ["debian", "ubuntu"])
+def test_no_crictl_on_containerd_1_6_means_no_honest_canary_and_no_false_failure(make_lab, profile):
+    lab = make_lab(profile, "1.6", crictl=False)
+    lab.trust_ca_without_restart()
+    r = assert_success(lab.run_script(lab.script_env()))
+    assert r["verification_level"] == "tls-only"
+    assert r["canary"].startswith("unavailable: no crictl on "), r["canary"]
+    assert "pulls in its own process" in r["canary"]
+    assert r["restarted"] is True
+    assert_pull_ok(lab, "after the fix verified by TLS only")
+
+
+def test_readiness_after_a_restart_means_containerd_answers(make_lab):
+    """The readiness check calls containerd; a socket file that exists proves nothing."""
+    lab = make_lab("al2023")
+    lab.trust_ca_without_restart()
+    code, out = in_node(lab, "ctr --address /run/containerd/containerd.sock version")
+    assert code == 0, out
+    lab.stop_containerd()
+    lab.sh("touch /run/containerd/containerd.sock")  # a stale socket path, nobody listening
+    code, out = in_node(lab, "ctr --address /run/containerd/containerd.sock version")
+    assert code != 0, out
+
+
+# hosts.toml on containerd 2.x's Transfer-service pull ------------------------------------------
+def test_hosts_toml_falls_back_where_the_transfer_service_would_ignore_it(make_lab):
+    """containerd 2.x's CRI pulls through the Transfer service unless discard_unpacked_layers
+    (AL2023's nodeadm sets it) or use_local_image_pull; that path ignores hosts.toml with a
+    colon-separated config_path (containerd issues #12415, #12808): the script does not rely
+    on a hosts.toml there."""
+    lab = make_lab("debian", "2")
+    lab.write_file(
+        "/etc/containerd/config.d/90-transfer.toml",
+        "version = 3\n[plugins.'io.containerd.cri.v1.images']\n  discard_unpacked_layers = false\n",
+    )
+    lab.restart_containerd(prime=False)
+    # Control: in this mode a hosts.toml naming the CA really is ignored by CRI pulls.
+    hosts = f"/etc/containerd/certs.d/{lab.registry_host}/hosts.toml"
+    lab.write_file("/etc/nodelab-ca.pem", lab.ca_pem)
+    lab.write_file(
+        hosts,
+        f'server = "https://{lab.registry_host}"\n[host."https://{lab.registry_host}"]\n'
+        '  capabilities = ["pull", "resolve"]\n  ca = "/etc/nodelab-ca.pem"\n',
+    )
+    assert_pull_fails_x509(lab, "Transfer-service pull with a hosts.toml naming the CA")
+    lab.sh(f"rm '{hosts}'")
+    lab.trust_ca_without_restart()
+    r = assert_success(lab.run_script(lab.script_env(SSM_Strategy="hosts-toml")))
+    assert r["strategy_used"] == "restart"
+    assert any("Transfer service, which ignores hosts.toml" in w for w in r["warnings"]), r["warnings"]
+    assert_pull_ok(lab, "after the fallback")
+
+
+# Bottlerocket ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("containerd", ["2", "1.6"])
+def test_bottlerocket_control_container_has_apiclient_and_none_of_the_host_tools(node_lab, containerd):
+    lab = node_lab("bottlerocket", containerd)
+    code, out = in_node(
+        lab,
+        "test -d /.bottlerocket && echo bottlerocket; . /etc/os-release; echo $ID $VERSION_ID; "
+        "for t in apiclient systemctl ctr crictl openssl containerd; do command -v $t >/dev/null && echo has-$t; done; "
+        "test -e /run/containerd/containerd.sock || echo no-socket; test -e /etc/containerd || echo no-etc-containerd",
+    )
+    assert code == 0, out
+    assert out.split() == ["bottlerocket", "amzn", "2", "has-apiclient", "no-socket", "no-etc-containerd"]
+
+
+def test_bottlerocket_api_refuses_what_bottlerocket_refuses(node_lab):
+    lab = node_lab("bottlerocket", "2")
+    before = lab.snapshot()
+    cases = {
+        "apiclient set pki.bad_name.data=x": "Invalid Identifier 'bad_name'",
+        "apiclient set pki.ok.data=not-base64!": "Invalid base64",
+        "apiclient set pki.ok.trusted=yes": "expected a boolean",
+        "apiclient set pki.ok.colour=red": "unknown field 'colour'",
+        "apiclient set motd=hello": "models settings.pki only",
+        "apiclient set pki.ok.data=aGVsbG8K": "No valid certificate found",
+    }
+    for command, message in cases.items():
+        code, out = in_node(lab, command)
+        assert code == 1, f"{command}: {out}"
+        assert message in out, f"{command}: {out}"
+    assert lab.snapshot() == before
+
+
+def test_bottlerocket_rotation_replaces_the_bundle_and_restarts_containerd_once(make_lab):
+    lab = make_lab("bottlerocket")
+    first = assert_success(lab.run_script(lab.script_env()))
+    pid = lab.containerd_pid()
+    pem = lab.pki.other_ca_pem + lab.ca_pem  # the rotated bundle: a new CA plus the current one
+    from tests.nodelab.lab import b64  # noqa: PLC0415
+
+    second = assert_success(lab.run_script(lab.script_env(SSM_CaBundle=b64(pem))))
+    assert second["bundle_changed"] is True
+    assert second["fingerprint"] != first["fingerprint"]
+    assert lab.bottlerocket_settings()["pki"]["eks-ca-remediator"]["data"] == b64(pem)
+    assert lab.containerd_pid() != pid, "Bottlerocket restarts containerd when settings.pki changes"
+    assert_pull_ok(lab, "after the rotation")
