@@ -85,3 +85,61 @@ def test_rejects_missing_ca_bundle_under_dash_without_touching_anything(tmp_path
     lines = result.stdout.splitlines()
     assert len(lines) == 1, result.stdout
     assert "SSM agent too old for ENV_VAR interpolation, needs 3.3.2746+" in lines[0]
+
+
+def _code_lines() -> list[tuple[int, str]]:
+    """(line number, text) of the script's lines that are not comments."""
+    return [(n, line) for n, line in enumerate(SCRIPT.read_text().splitlines(), 1) if not line.lstrip().startswith("#")]
+
+
+# Bash features newer than 4.2 (Amazon Linux 2 and Bottlerocket's amazonlinux:2 control container
+# ship bash 4.2.46; bash's NEWS/CHANGES name the version of each): namerefs (4.3), `wait -n` (4.3),
+# negative array subscripts (4.3), ${x@op} transformations (4.4), mapfile -d (4.4),
+# EPOCHSECONDS/EPOCHREALTIME/SRANDOM/BASH_ARGV0 (5.0/5.1).
+NEWER_BASH = {
+    r"\b(local|declare|typeset)\s+-[a-zA-Z]*n": "namerefs need bash 4.3",
+    r"\bwait\s+-n\b": "wait -n needs bash 4.3",
+    r"\$\{[A-Za-z_][A-Za-z0-9_]*\[-[0-9]+\]\}": "negative array subscripts need bash 4.3",
+    r"\$\{[^}]*@[QEPAaKkuUL]\}": "${var@op} needs bash 4.4",
+    r"\b(mapfile|readarray)\s+[^|;]*-d\b": "mapfile -d needs bash 4.4",
+    r"\b(EPOCHSECONDS|EPOCHREALTIME|SRANDOM|BASH_ARGV0)\b": "needs bash 5",
+}
+
+
+def test_script_uses_nothing_newer_than_bash_4_2():
+    found = [
+        f"line {n}: {why}: {line.strip()}"
+        for n, line in _code_lines()
+        for pattern, why in NEWER_BASH.items()
+        if re.search(pattern, line)
+    ]
+    assert found == []
+
+
+def test_every_array_expansion_survives_set_u_on_bash_4_2():
+    """Before bash 4.4, "${a[@]}" of an empty array is an 'unbound variable' error under set -u:
+    every expansion is written ${a[@]+"${a[@]}"}."""
+    text = "\n".join(line for _, line in _code_lines())
+    expansions = re.findall(r'(\$\{(\w+)\[@\]\+)?"\$\{!?(\w+)\[@\](:[^}]*)?\}"', text)
+    assert expansions, "the pattern found no array expansion at all"
+    bare = [name for guard, guard_name, name, _ in expansions if not guard or guard_name != name]
+    assert bare == [], f'unguarded "${{a[@]}}" expansions: {bare}'
+
+
+def test_script_uses_only_systemctl_options_of_systemd_219():
+    """`systemctl show --value` appeared in systemd 230, `-P` in 246; AL2 ships 219."""
+    lines = [line for _, line in _code_lines() if "systemctl" in line]
+    assert any("systemctl show -p MainPID containerd" in line for line in lines)
+    assert not [line for line in lines if re.search(r"--value|\s-P\s|--property=", line)]
+
+
+def test_awk_programs_use_no_gawk_only_functions():
+    """Debian and Ubuntu nodes run mawk as awk (the node lab does too)."""
+    gawk_only = r"\b(gensub|strftime|systime|mktime|asorti?|patsplit|isarray|typeof)\s*\("
+    assert [line for _, line in _code_lines() if re.search(gawk_only, line)] == []
+
+
+def test_script_uses_no_coreutils_option_newer_than_8_22():
+    """AL2 ships coreutils 8.22: `timeout -v` is 8.29, `env -S` 8.30, `date --debug` 8.26."""
+    newer = r"\btimeout\s+(-v|--verbose)\b|\benv\s+-S\b|\bdate\s+--debug\b|\bcp\s+--debug\b"
+    assert [line for _, line in _code_lines() if re.search(newer, line)] == []
