@@ -69,15 +69,20 @@ class FakeRunCommand:
     throttle: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)
+    # PlatformName per instance as DescribeInstanceInformation reports it (default: Amazon Linux;
+    # Bottlerocket nodes report "Bottlerocket": the agent reads NAME= of /etc/bottlerocket-release,
+    # aws/amazon-ssm-agent agent/platform/platform_unix.go).
+    platforms: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.parameters = document_content((ROOT / "template.yaml").read_text())["parameters"]
 
     # ------------------------------------------------------------ test controls
 
-    def register(self, instance_id: str, online_at: float | None = None) -> None:
+    def register(self, instance_id: str, online_at: float | None = None, platform: str = "Amazon Linux") -> None:
         """The agent registers now; it is Online from `online_at` (default: now), or never (None)."""
         self.agents[instance_id] = self.clock() if online_at is None else online_at
+        self.platforms[instance_id] = platform
 
     def register_never_online(self, instance_id: str) -> None:
         self.agents[instance_id] = None
@@ -151,7 +156,14 @@ class FakeRunCommand:
                 continue
             online_at = self.agents[instance_id]
             ping = "Online" if online_at is not None and online_at <= now else "ConnectionLost"
-            found.append({"InstanceId": instance_id, "PingStatus": ping, "PlatformType": "Linux"})
+            found.append(
+                {
+                    "InstanceId": instance_id,
+                    "PingStatus": ping,
+                    "PlatformType": "Linux",
+                    "PlatformName": self.platforms.get(instance_id, "Amazon Linux"),
+                }
+            )
         return {"InstanceInformationList": found}
 
     def send_command(

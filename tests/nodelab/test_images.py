@@ -188,3 +188,23 @@ def test_bottlerocket_rotation_replaces_the_bundle_and_restarts_containerd_once(
     assert lab.bottlerocket_settings()["pki"]["eks-ca-remediator"]["data"] == b64(pem)
     assert lab.containerd_pid() != pid, "Bottlerocket restarts containerd when settings.pki changes"
     assert_pull_ok(lab, "after the rotation")
+
+
+# The control side reads what the script prints on each image ---------------------------------
+@pytest.mark.parametrize(
+    ("profile", "containerd", "level"),
+    [("al2", "1.6", "cri-pull"), ("al2023", "2", "daemon-pull"), ("bottlerocket", "2", "settings-readback")],
+)
+def test_the_status_handler_records_each_images_result_line_as_succeeded(make_lab, profile, containerd, level):
+    from eks_ca_remediator.decisions import outcome_of  # noqa: PLC0415
+    from eks_ca_remediator.models import Status  # noqa: PLC0415
+
+    lab = make_lab(profile, containerd)
+    if not lab.is_bottlerocket:
+        lab.trust_ca_without_restart()
+    run = lab.run_script(lab.script_env())
+    outcome = outcome_of("Success", "Success", lab.last_stdout, dry_run=False)
+    assert outcome.status is Status.SUCCEEDED, (outcome, run.stderr[-2000:])
+    assert outcome.result is not None
+    assert outcome.result.verification_level == level
+    assert outcome.result.os_family == profile

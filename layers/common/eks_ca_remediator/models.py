@@ -156,7 +156,7 @@ class NodeResult(BaseModel):
 
     result: Literal["success", "failure", "dry-run"]
     reason: str = ""
-    os_family: str = "unknown"
+    os_family: str = "unknown"  # al2, al2023, ubuntu, debian, bottlerocket
     strategy_requested: str = ""
     strategy_used: str = ""
     restarted: bool = False
@@ -165,7 +165,15 @@ class NodeResult(BaseModel):
     bundle_changed: bool = False
     hosts_toml: dict[str, Any] = Field(default_factory=dict)
     verification: dict[str, str] = Field(default_factory=dict)
+    # Which verification ran: a pull through CRI (crictl), a pull inside containerd's daemon
+    # (containerd 2.x ctr, Transfer service), TLS against the trust store only, Bottlerocket's
+    # settings read back through its API, or none. Older scripts did not report it: "".
+    verification_level: Literal["cri-pull", "daemon-pull", "tls-only", "settings-readback", "none", ""] = ""
+    # ok | failed: ... | unavailable: ... (no honest daemon-side pull on that node) | skipped
     canary: str = "skipped"
+    containerd_version: str = ""
+    registry_config_path: str = ""
+    warnings: list[str] = Field(default_factory=list)
     fingerprint: str = ""
     dry_run: bool = False
     actions: list[str] = Field(default_factory=list)

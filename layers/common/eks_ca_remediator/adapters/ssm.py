@@ -21,14 +21,26 @@ class Invocation:
     stderr: str
 
 
+# The PlatformName SSM reports for Bottlerocket nodes: the agent (in the control container) reads
+# NAME= of /etc/bottlerocket-release, the host's os-release (aws/amazon-ssm-agent,
+# agent/platform/platform_unix.go; bottlerocket-core-kit packages/release: NAME=Bottlerocket).
+BOTTLEROCKET = "Bottlerocket"
+
+
 class RunCommand:
     def __init__(self, ssm_client: Any, document_name: str, step_name: str) -> None:
         self._ssm = ssm_client
         self.document_name = document_name
         self.step_name = step_name
+        self._platforms: dict[str, str] = {}
+
+    def platform_name(self, instance_id: str) -> str:
+        """PlatformName SSM reported for the instance at its last ping_status ("" if never seen)."""
+        return self._platforms.get(instance_id, "")
 
     def ping_status(self, instance_ids: Sequence[str]) -> dict[str, str]:
-        """PingStatus per instance id; unregistered instances are absent."""
+        """PingStatus per instance id; unregistered instances are absent. Also notes each
+        instance's PlatformName (platform_name)."""
         statuses: dict[str, str] = {}
         for batch in chunks(list(dict.fromkeys(instance_ids)), 50):
             kwargs: dict[str, Any] = {"Filters": [{"Key": "InstanceIds", "Values": batch}], "MaxResults": 50}
@@ -36,6 +48,7 @@ class RunCommand:
                 page = self._ssm.describe_instance_information(**kwargs)
                 for info in page.get("InstanceInformationList", []):
                     statuses[info["InstanceId"]] = info.get("PingStatus", "Unknown")
+                    self._platforms[info["InstanceId"]] = info.get("PlatformName", "")
                 if not page.get("NextToken"):
                     break
                 kwargs["NextToken"] = page["NextToken"]

@@ -74,6 +74,7 @@ def on_command_status(event: CommandInvocationStatusChange, remediator: Remediat
         "ssm_status_details": details,
         "node_result": outcome.result.model_dump() if outcome.result else None,
         "restarted": outcome.result.restarted if outcome.result else None,
+        "verification_level": outcome.result.verification_level if outcome.result else None,
         "stdout_tail": tail(stdout),
         "stderr_tail": tail(stderr),
         "completed_at": iso(now),

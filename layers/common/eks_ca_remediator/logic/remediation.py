@@ -23,7 +23,7 @@ from eks_ca_remediator import telemetry
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
 from eks_ca_remediator.adapters.queue import AgentWaitQueue
 from eks_ca_remediator.adapters.records import Claim, RecordStore, attempt_sk
-from eks_ca_remediator.adapters.ssm import RunCommand
+from eks_ca_remediator.adapters.ssm import BOTTLEROCKET, RunCommand
 from eks_ca_remediator.decisions import (
     GiveUp,
     SendNow,
@@ -34,7 +34,7 @@ from eks_ca_remediator.decisions import (
 )
 from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError, SendDenied
 from eks_ca_remediator.logic.plans import plan_for_attempt
-from eks_ca_remediator.models import AgentWaitMessage, Plan, Status, Target
+from eks_ca_remediator.models import AgentWaitMessage, Plan, Status, Strategy, Target
 from eks_ca_remediator.safety import (
     Breaker,
     cooling_down,
@@ -373,6 +373,16 @@ class Remediator:
         return updated is not None and updated.get("send_batch") == batch_id
 
     def _send_batch(self, batch: list[dict[str, Any]], plan: Plan, batch_id: str) -> None:
+        # Bottlerocket nodes take the CA through their API (settings.pki): no containerd restart
+        # or hosts.toml of ours applies there, so they are sent strategy auto, in a command of
+        # their own.
+        bottlerocket = [a for a in batch if self.run_command.platform_name(a["pk"]) == BOTTLEROCKET]
+        if bottlerocket and plan.strategy is not Strategy.AUTO:
+            linux = [a for a in batch if a not in bottlerocket]
+            if linux:
+                self._send_batch(linux, plan, batch_id)
+            self._send_batch(bottlerocket, plan.model_copy(update={"strategy": Strategy.AUTO}), batch_id)
+            return
         ids = [a["pk"] for a in batch]
         try:
             command_id = self.run_command.send(
@@ -403,7 +413,9 @@ class Remediator:
             raise
         now = self.clock()
         for attempt in batch:
-            self._record_sent(attempt, command_id, batch_id, {"fingerprint": plan.fingerprint}, now)
+            sent = {"fingerprint": plan.fingerprint, "strategy_sent": plan.strategy.value}
+            platform = self.run_command.platform_name(attempt["pk"])
+            self._record_sent(attempt, command_id, batch_id, sent | ({"platform": platform} if platform else {}), now)
             waiting_since = float(attempt["agent_wait_deadline"]) - self.settings.agent_wait_deadline_seconds
             telemetry.seconds(telemetry.AGENT_WAIT_SECONDS, now - waiting_since)
         telemetry.count(telemetry.REMEDIATIONS_SENT, len(ids))
@@ -413,6 +425,7 @@ class Remediator:
         self, attempt: dict[str, Any], command_id: str, batch_id: str, sent: dict[str, Any], now: float
     ) -> None:
         fields = {
+            **{k: sent[k] for k in ("strategy_sent", "platform") if k in sent},
             "status": Status.SENT.value,
             "command_id": command_id,
             "send_batch": batch_id,
