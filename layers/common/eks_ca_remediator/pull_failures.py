@@ -234,7 +234,9 @@ def _pulled(text: str, context_start: int) -> tuple[str, str, str]:
     host_match = _REQUEST_HOST.search(text)
     failing_host = host_match.group(1).lower() if host_match else ""
     registry = registry_of(image) if image else failing_host
-    return image, registry if REGISTRY_HOST_RE.fullmatch(registry) else "", failing_host
+    if not REGISTRY_HOST_RE.fullmatch(registry):
+        registry = ""
+    return image, registry, failing_host
 
 
 def _not_remediable(text: str) -> tuple[str, str] | None:
