@@ -56,6 +56,7 @@ test: setup
 
 lint: setup $(SAMVENV)/.installed $(CHKVENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --select C901 --config 'lint.mccabe.max-complexity = 10' layers/common/eks_ca_remediator/pull_failures.py
 	$(VENV)/bin/ruff format --check .
 	shellcheck node/remediate-ca.sh
 	$(PY) tools/ssm_document.py --check

@@ -24,6 +24,7 @@ INSIGHTS = "Container Insights dataplane record without the aws filter: hostname
 JOURNALD = "Fluent Bit journald record as read (systemd input, no rename), regional hostname"
 EXPIRED = "expired registry certificate"
 ECR_LAYER = "ECR through a TLS-intercepting proxy: layer download redirected to S3"
+SANDBOX_OLD = "older kubelet (dockershim) sandbox image: 'failed pulling image', Docker daemon wording"
 
 
 class LockedTable:
@@ -171,6 +172,7 @@ ECR_HOSTS = (
     [
         (ECR_LAYER, "auto", ECR_HOSTS, "hosts.toml cannot cover"),  # ECR needs the trust store + restart path
         (CONTAINERD_OLD, "hosts-toml", "registry.example.internal:5000", "x509 unknown authority"),
+        (SANDBOX_OLD, "hosts-toml", "registry.example.internal", "x509 unknown authority"),
     ],
 )
 def test_strategy_and_registry_hosts_follow_the_failing_registry(line, strategy, hosts, why):

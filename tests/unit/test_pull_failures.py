@@ -14,8 +14,11 @@ from eks_ca_remediator.models import Strategy
 from eks_ca_remediator.pull_failures import (
     FILTER_PATTERN,
     NodeFailures,
+    NodeRef,
     decode_subscription,
     is_ecr,
+    json_record,
+    node_of,
     parse_line,
     parse_lines,
     registry_hosts,
@@ -79,6 +82,62 @@ def test_one_payload_classifies_a_flood_once_per_failure_and_keeps_every_line():
     found = parse_lines([*lines, "unrelated"], case["log_stream"])
     assert len(found) == 50
     assert {line.failure for line in found} == {parse_line(case["message"], case["log_stream"]).failure}
+
+
+def test_repeated_texts_keep_each_line_its_own_node():
+    case = next(c for c in CASES if c["message"].startswith("{") and (c["expect"] or {}).get("hostname"))
+    other = case["message"].replace(case["expect"]["hostname"], "ip-10-9-9-9.ec2.internal")
+    found = parse_lines([case["message"], other, case["message"], other], case["log_stream"])
+    assert [line.node for line in found] == [
+        NodeRef(hostname=case["expect"]["hostname"]),
+        NodeRef(hostname="ip-10-9-9-9.ec2.internal"),
+    ] * 2
+    assert len({line.failure for line in found}) == 1
+
+
+def test_a_truncated_json_record_is_read_as_a_plain_line():
+    case = next(c for c in CASES if c["name"].startswith("Container Insights dataplane record without"))
+    truncated = case["message"][:-2]
+    assert json_record(truncated) is None
+    line = parse_line(truncated, case["log_stream"])
+    assert line is not None
+    assert line.failure.kind == "unknown-authority"
+    assert line.node == NodeRef(hostname="ip-10-0-1-23.ec2.internal")  # from the log stream name
+    assert parse_line(truncated, "fluent-bit").node is None  # the record's hostname field is not read
+
+
+def test_node_fields_name_only_ascii_names_of_at_most_128_characters():
+    def node(text: str) -> NodeRef | None:
+        return node_of(json_record(text), "fluent-bit")
+
+    assert node('{"hostname": "ip-10-0-1-23.ec2.internal", "log": "x"}') == NodeRef(
+        hostname="ip-10-0-1-23.ec2.internal"
+    )
+    assert node('{"hostname": "ip-\u0661\u0660-0-1-23.ec2.internal"}') is None  # Arabic-Indic digits
+    long = "ip-10-0-1-23.us" + "-west" * 22 + "-2.compute.internal"
+    assert len(long) > 128
+    assert node(f'{{"hostname": "{long}"}}') is None
+    assert node('{"instance_id": "i-0123456789abcdef0", "hostname": "ip-10-0-1-23.ec2.internal"}') == NodeRef(
+        instance_id="i-0123456789abcdef0"
+    )
+    assert node('{"hostname": "ip-10-0-1-23.ec2.internal", "instance_id": "i-0123456789abcdef0"}') == NodeRef(
+        instance_id="i-0123456789abcdef0"
+    )
+    assert node('{"instance_id": "ip-10-0-1-23.ec2.internal"}') is None
+    assert node_of(json_record('{"instance_id": "ip-10-0-1-23.ec2.internal"}'), "ip-10-0-0-5.ec2.internal-x") == (
+        NodeRef(hostname="ip-10-0-0-5.ec2.internal")
+    )
+
+
+def test_the_leftmost_host_field_naming_a_node_wins_and_one_inside_a_string_is_text():
+    inner = '{"log": "relayed {\\"host\\": \\"ip-10-9-9-9.ec2.internal\\"}", "host": "ip-10-0-1-23.ec2.internal"}'
+    assert node_of(json_record(inner), "fluent-bit") == NodeRef(hostname="ip-10-0-1-23.ec2.internal")
+    both = '{"host": "not-a-node", "nodeName": "ip-10-0-0-7.ec2.internal", "hostname": "ip-10-0-0-8.ec2.internal"}'
+    assert node_of(json_record(both), "fluent-bit") == NodeRef(hostname="ip-10-0-0-7.ec2.internal")
+    line = both[:-1] + ', "log": "PullImage \\"r.example/a:1\\": x509: certificate signed by unknown authority"}'
+    assert parse_line(line, "fluent-bit").node == NodeRef(hostname="ip-10-0-0-7.ec2.internal")
+    escaped = line.replace("r.example/a", "r.example\\/a")
+    assert parse_line(escaped, "fluent-bit") == parse_line(line, "fluent-bit")
 
 
 def test_filter_pattern_matches_both_go_wordings():

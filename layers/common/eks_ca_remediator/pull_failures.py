@@ -1,7 +1,13 @@
-"""Image-pull failures in node logs: decode, attribute to a node, classify. Pure: no I/O, no clock.
+"""Image-pull failures in node logs. Pure: no I/O, no clock. A pipeline, read top to bottom:
 
-A CloudWatch Logs subscription delivers one log stream's events per payload. Each event is either
-a plain line (kubelet/containerd journald text) or a JSON record written by a shipper:
+1. decode_subscription: the CloudWatch Logs payload, decoded with Powertools, into one log stream's events;
+2. text_of: each event's text - a shipper's JSON record's text field, or the plain line;
+3. classify: the pull failure that text reports, or None (parse_lines asks once per distinct text);
+4. node_of: the node that logged it - the record's node fields, else the log stream name;
+5. NodeFailures: what one node's failures add up to (logic/pull_failure.py, once nodes are instances).
+
+The events a payload holds are plain lines (kubelet/containerd journald text) or JSON records from a
+shipper:
 
 - Container Insights dataplane (Fluent Bit `systemd` input + `aws` filter):
   `{"hostname": "ip-10-0-1-23.ec2.internal", "systemd_unit": "kubelet.service", "message": "...",
@@ -21,12 +27,10 @@ failures at all (webhooks, metrics scrapes, successful pulls, back-off notices) 
 
 from __future__ import annotations
 
-import functools
 import json
-import operator
 import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -43,57 +47,38 @@ FILTER_TERMS = (UNKNOWN_AUTHORITY, "x509: certificate has expired", "x509: certi
 FILTER_PATTERN = " ".join(f'?"{term}"' for term in FILTER_TERMS)
 MAX_REGISTRY_HOSTS = 20  # the document's RegistryHosts pattern allows 20 entries
 
-_INSTANCE_IN_TEXT = re.compile(r"(?<!\w)(i-[0-9a-f]{17}|i-[0-9a-f]{8})(?![\w-])")
+_DECODE = "powertools_json(powertools_base64_gzip(data))"  # a subscription payload's awslogs.data
+_TEXT_FIELDS = ("message", "MESSAGE", "log", "msg")  # a JSON record's text: the first that is a string
+_INSTANCE_FIELDS = ("ec2_instance_id", "instance_id", "InstanceId", "instanceId")
+_HOST_FIELDS = ("hostname", "_HOSTNAME", "host", "NodeName", "nodeName")  # and a tail record's kubernetes.host
+_MAX_HOSTNAME = 128  # longer than any EC2 private DNS name
+
+_INSTANCE_IN_TEXT = re.compile(r"(?<!\w)(i-[0-9a-f]{17}|i-[0-9a-f]{8})(?![\w-])", re.ASCII)
 _PRIVATE_DNS = re.compile(
-    r"(?<![\w.])(ip-\d{1,3}-\d{1,3}-\d{1,3}-\d{1,3}\.(?:ec2\.internal|[a-z]{2}(?:-[a-z]+)+-\d\.compute\.internal))"
+    r"(?<![\w.])(ip-\d{1,3}-\d{1,3}-\d{1,3}-\d{1,3}\.(?:ec2\.internal|[a-z]{2}(?:-[a-z]+)+-\d\.compute\.internal))",
+    re.ASCII,
+)
+# A line is about an image pull when it holds one of these. `failed pulling image` is the older
+# kubelet's sandbox (pause) image pull through dockershim: ensureSandboxImageExists in
+# pkg/kubelet/dockershim/helpers.go (kubernetes/kubernetes before 1.24) returns
+# `failed pulling image %q: %v`, as in kubernetes/kubernetes#72684: `Failed create pod sandbox: rpc
+# error: code = Unknown desc = failed pulling image "k8s.gcr.io/pause-amd64:3.1": Error response from
+# daemon: Get https://k8s.gcr.io/v2/: x509: certificate signed by unknown authority`.
+_CONTEXT = re.compile(
+    "PullImage|Failed to pull|failed to pull|failed pulling image|pull and unpack image|ErrImagePull"
+    "|failed to resolve reference|httpReadSeeker"
 )
 # The image a line is about: kubelet `Failed to pull image "..."`, containerd `PullImage "..."` and
 # `failed to pull and unpack image "..."`, klog `image="..."`. Quotes may be escaped once or twice.
 _IMAGE = re.compile(
-    r"(?:PullImage|[Ff]ailed to pull image|pull and unpack image|failed to resolve reference|image=)"
-    r'\s*\\*"([^"\\\s]+)'
+    r"(?:PullImage|[Ff]ailed to pull image|failed pulling image|pull and unpack image|failed to resolve reference"
+    r'|image=)\s*\\*"([^"\\\s]+)'
 )
-# The request that failed, as Go's url.Error prints it: `Head "https://host/v2/...": ...`.
+# The request that failed, as Go's url.Error prints it: `Head "https://host/v2/...": ...` (older Go
+# and the Docker daemon: unquoted).
 _REQUEST_HOST = re.compile(r'(?:Head|Get|Post|HEAD|GET|POST)\s+\\*"?https://([^/"\\\s?#]+)')
 _ECR = re.compile(r"^\d{12}\.dkr\.ecr(?:-fips)?\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?$")
 _S3 = re.compile(r"^(?:[a-z0-9.-]+\.)?s3[.-](?:[a-z0-9-]+\.)*amazonaws\.com(?:\.cn)?$")
-
-# The fields shippers name the node in, and how they appear in a JSON record's raw text (str.find is
-# far cheaper than a regex scan).
-_INSTANCE_FIELDS = ("ec2_instance_id", "instance_id", "InstanceId", "instanceId")
-_HOST_FIELDS = ("hostname", "_HOSTNAME", "host", "NodeName", "nodeName")
-_RAW_INSTANCE_KEYS = tuple(f'"{key}":' for key in _INSTANCE_FIELDS)
-_RAW_HOST_KEYS = tuple(f'"{key}":' for key in _HOST_FIELDS)
-# A field's value: a string of 3-128 of [a-z0-9.-] that is an instance id or a private DNS name, read
-# and validated by one match (both forms are made of those characters only - `\d` spelled [0-9] so no
-# other digits pass; the caller checks the length).
-_RAW_INSTANCE_ID = re.compile(r'\s*"(' + INSTANCE_ID_RE.pattern.removeprefix("^").removesuffix("$") + ')"')
-_RAW_HOSTNAME = re.compile(r'\s*"' + _PRIVATE_DNS.pattern.removeprefix(r"(?<![\w.])").replace(r"\d", "[0-9]") + '"')
-_RAW_NODE_KEYS = _RAW_INSTANCE_KEYS + _RAW_HOST_KEYS
-# A host field and its private DNS name in one search: far cheaper than a find per key.
-_RAW_HOST_FIELD = re.compile('"(?:' + "|".join(re.escape(key) for key in _HOST_FIELDS) + ')":' + _RAW_HOSTNAME.pattern)
-_UNSEEN: Any = object()
-_MESSAGE = operator.itemgetter("message")
-_DECODE = "powertools_json(powertools_base64_gzip(data))"  # a subscription payload's awslogs.data
-# A line is about an image pull when it holds one of these.
-_CONTEXT_MARKERS = (
-    "PullImage",
-    "Failed to pull",
-    "failed to pull",
-    "pull and unpack image",
-    "ErrImagePull",
-    "failed to resolve reference",
-    "httpReadSeeker",
-)
-_WORTH_A_LOOK = ("x509", "pull", "Pull")  # every line classify() can accept holds one of these
-# The leftmost marker in one scan (a regex alternation of the literals; cheaper than a find per marker).
-_CONTEXT = re.compile("|".join(re.escape(marker) for marker in _CONTEXT_MARKERS))
-# Markers that hold none of _WORTH_A_LOOK: a line found by one of these still needs the word check.
-_MARKERS_WITHOUT_A_WORD = tuple(m for m in _CONTEXT_MARKERS if not any(w in m for w in _WORTH_A_LOOK))
-_ESCAPED = re.compile(r"\\[/u]")  # a JSON record whose shipper escaped `/` or used `\u` escapes
-_ESCAPE_OR_CONTEXT = re.compile(_ESCAPED.pattern + "|" + _CONTEXT.pattern)  # the leftmost of either
-_FROM_STREAM = "\0log stream"  # parse_lines' result key for a plain line: its node is the log stream's
-_TEXT_FIELDS = ("message", "MESSAGE", "log", "msg")
 
 # Ordered: the first marker a line holds decides. (marker, kind, why a CA cannot fix it)
 _NOT_REMEDIABLE = (
@@ -123,7 +108,7 @@ _NOT_REMEDIABLE = (
 )
 
 
-# ---------------------------------------------------------------- the subscription payload
+# ---------------------------------------------------------------- 1. the subscription payload
 
 
 @dataclass(frozen=True)
@@ -147,41 +132,59 @@ def decode_subscription(event: Any) -> LogBatch:
     data = event["awslogs"].get("data")
     if not isinstance(data, str) or not data:
         raise InvalidRequest("CloudWatch Logs payload: awslogs.data must be a non-empty base64 string")
+    raw = _decoded(data)
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"CloudWatch Logs payload: decoded data is a {type(raw).__name__}, not an object")
+    message_type = raw.get("messageType")
+    if message_type not in ("DATA_MESSAGE", "CONTROL_MESSAGE"):
+        raise InvalidRequest(f"CloudWatch Logs payload: unknown messageType {str(message_type)[:40]!r}")
+    messages = _messages(raw.get("logEvents", []))
+    return LogBatch(message_type, str(raw.get("logGroup", "")), str(raw.get("logStream", "")), messages)
+
+
+def _decoded(data: str) -> Any:
     try:
-        raw = query({"data": data}, _DECODE)
+        return query({"data": data}, _DECODE)
     except InvalidEnvelopeExpressionError:  # Powertools' message quotes the whole payload: not repeated
         raise InvalidRequest("CloudWatch Logs payload: awslogs.data does not decode: not UTF-8 text") from None
     except ValueError as exc:  # base64 (binascii.Error) and JSON errors are ValueErrors
         raise InvalidRequest(f"CloudWatch Logs payload: awslogs.data does not decode: {str(exc)[:200]}") from exc
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; truncated: EOFError
         raise InvalidRequest(f"CloudWatch Logs payload: awslogs.data is not (complete) gzip: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise InvalidRequest(f"CloudWatch Logs payload: decoded data is a {type(raw).__name__}, not an object")
-    message_type = raw.get("messageType")
-    if message_type not in ("DATA_MESSAGE", "CONTROL_MESSAGE"):
-        raise InvalidRequest(f"CloudWatch Logs payload: unknown messageType {str(message_type)[:40]!r}")
-    events = raw.get("logEvents", [])
+
+
+def _messages(events: Any) -> tuple[str, ...]:
+    """The events' messages; an event without a string message is left out."""
     if not isinstance(events, list):
         raise InvalidRequest("CloudWatch Logs payload: logEvents is not a list")
-    try:  # the usual payload, read in C: every event an object with a string message
-        messages = tuple(map(_MESSAGE, events))
-        well_formed = not messages or set(map(type, messages)) == {str}
-    except (KeyError, TypeError):
-        well_formed = False
-    if not well_formed:  # keep the events that have one
-        messages = tuple([e["message"] for e in events if isinstance(e, dict) and isinstance(e.get("message"), str)])
-    return LogBatch(message_type, str(raw.get("logGroup", "")), str(raw.get("logStream", "")), messages)
+    return tuple(e["message"] for e in events if isinstance(e, dict) and isinstance(e.get("message"), str))
 
 
-# ---------------------------------------------------------------- one log line
+# ---------------------------------------------------------------- 2. an event's text
 
 
-class NodeRef(NamedTuple):
-    """Who logged a line: an instance id, or a private DNS hostname to resolve. (Named tuples: a flood
-    builds one per node and line kind, and a tuple is built several times faster than a frozen dataclass.)"""
+def json_record(message: str) -> dict[str, Any] | None:
+    """The shipper's JSON record an event is, or None for a plain line."""
+    if not message.startswith("{"):
+        return None
+    try:
+        record = json.loads(message)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
-    instance_id: str = ""
-    hostname: str = ""
+
+def text_of(record: Mapping[str, Any] | None, message: str) -> str:
+    """A JSON record's text field ("" when it has none), or the plain line itself."""
+    if record is None:
+        return message
+    for key in _TEXT_FIELDS:
+        if isinstance(value := record.get(key), str):
+            return value
+    return ""
+
+
+# ---------------------------------------------------------------- 3. classify
 
 
 @dataclass(frozen=True)
@@ -197,55 +200,6 @@ class PullFailure:
         return self.kind == "unknown-authority"
 
 
-class PullFailureLine(NamedTuple):
-    node: NodeRef | None
-    failure: PullFailure
-
-
-def _json_record(message: str) -> dict[str, Any] | None:
-    if not message.startswith("{"):
-        return None
-    try:
-        record = json.loads(message)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _text_of(record: Mapping[str, Any]) -> str:
-    for key in _TEXT_FIELDS:
-        value = record.get(key)
-        if isinstance(value, str):
-            return value
-    return ""
-
-
-def node_of(record: Mapping[str, Any] | None, log_stream: str) -> NodeRef | None:
-    """The node from the shipper's fields, else from the log stream name."""
-    if record is not None:
-        for key in _INSTANCE_FIELDS:
-            value = record.get(key)
-            if isinstance(value, str) and INSTANCE_ID_RE.fullmatch(value):
-                return NodeRef(instance_id=value)
-        hosts = []  # in the record's order, as the raw-text reading finds them (the leftmost first)
-        for key, value in record.items():
-            if key in _HOST_FIELDS:
-                hosts.append(value)
-            elif key == "kubernetes" and isinstance(value, dict):
-                hosts.append(value.get("host"))
-        for value in hosts:
-            if isinstance(value, str):
-                if match := _INSTANCE_IN_TEXT.search(value):
-                    return NodeRef(instance_id=match.group(1))
-                if match := _PRIVATE_DNS.fullmatch(value.lower()):
-                    return NodeRef(hostname=match.group(1))
-    if match := _INSTANCE_IN_TEXT.search(log_stream):
-        return NodeRef(instance_id=match.group(1))
-    if match := _PRIVATE_DNS.search(log_stream.lower()):
-        return NodeRef(hostname=match.group(1))
-    return None
-
-
 def registry_of(image: str) -> str:
     """The registry host[:port] of an image reference (Docker's rule: a first component with a
     dot or port, or `localhost`, is a registry; anything else is on docker.io)."""
@@ -258,194 +212,120 @@ def registry_of(image: str) -> str:
 
 
 def classify(text: str) -> PullFailure | None:
-    """The pull failure a log line reports, or None when it is not one."""
-    start = _context_start(text)
-    if start < 0:
+    """The pull failure a log line's text reports, or None when it is not one."""
+    context = _CONTEXT.search(text)
+    if context is None:
         return None
-    image_match = _IMAGE.search(text, start)
+    image, registry, failing_host = _pulled(text, context.start())
+    if UNKNOWN_AUTHORITY in text:
+        who = registry or failing_host or "the registry"
+        return PullFailure("unknown-authority", f"x509 unknown authority from {who}", registry, image, failing_host)
+    not_remediable = _not_remediable(text)
+    if not_remediable is None:
+        return None
+    kind, why = not_remediable
+    return PullFailure(kind, why, registry, image, failing_host)
+
+
+def _pulled(text: str, context_start: int) -> tuple[str, str, str]:
+    """(image, registry, failing request host) a pull failure names; "" for what it does not."""
+    image_match = _IMAGE.search(text, context_start)
     image = image_match.group(1) if image_match else ""
     host_match = _REQUEST_HOST.search(text)
     failing_host = host_match.group(1).lower() if host_match else ""
     registry = registry_of(image) if image else failing_host
-    if registry and not REGISTRY_HOST_RE.fullmatch(registry):
+    if not REGISTRY_HOST_RE.fullmatch(registry):
         registry = ""
-    if UNKNOWN_AUTHORITY in text:
-        who = registry or failing_host or "the registry"
-        return PullFailure("unknown-authority", f"x509 unknown authority from {who}", registry, image, failing_host)
+    return image, registry, failing_host
+
+
+def _not_remediable(text: str) -> tuple[str, str] | None:
+    """(kind, why a CA cannot fix it) of a pull failure that is not an unknown authority, or None."""
     for marker, kind, why in _NOT_REMEDIABLE:
         if marker in text:
-            return PullFailure(kind, why, registry, image, failing_host)
+            return kind, why
     if (at := text.find("x509: ")) >= 0:
         detail = text[at : at + 160].split('"', 1)[0].rstrip("\\")
-        return PullFailure("tls-other", f"TLS failure a CA cannot fix: {detail}", registry, image, failing_host)
+        return "tls-other", f"TLS failure a CA cannot fix: {detail}"
     return None
 
 
-def _parse_decoded(message: str, log_stream: str) -> PullFailureLine | None:
-    """The thorough way: decode a JSON record, classify its text field."""
-    record = _json_record(message)
-    failure = classify(_text_of(record) if record is not None else message)
-    if failure is None:
+# ---------------------------------------------------------------- 4. the node
+
+
+class NodeRef(NamedTuple):
+    """Who logged a line: an instance id, or a private DNS hostname to resolve."""
+
+    instance_id: str = ""
+    hostname: str = ""
+
+
+def node_of(record: Mapping[str, Any] | None, log_stream: str) -> NodeRef | None:
+    """The node from the shipper's fields, else from the log stream name."""
+    return (_record_node(record) if record is not None else None) or _stream_node(log_stream)
+
+
+def _record_node(record: Mapping[str, Any]) -> NodeRef | None:
+    """The first instance-id field holding an instance id, else the leftmost host field naming a node."""
+    for key in _INSTANCE_FIELDS:
+        value = record.get(key)
+        if isinstance(value, str) and INSTANCE_ID_RE.fullmatch(value):
+            return NodeRef(instance_id=value)
+    for value in _host_values(record):
+        if node := _host_node(value):
+            return node
+    return None
+
+
+def _host_values(record: Mapping[str, Any]) -> Iterator[object]:
+    """The record's host fields, in its order (a tail record's kubernetes.host among them)."""
+    for key, value in record.items():
+        if key in _HOST_FIELDS:
+            yield value
+        elif key == "kubernetes" and isinstance(value, dict):
+            yield value.get("host")
+
+
+def _host_node(value: object) -> NodeRef | None:
+    """The node a host field names: an instance id in it (resource-name hostnames), or a private DNS name."""
+    if not isinstance(value, str) or len(value) > _MAX_HOSTNAME:
         return None
-    return PullFailureLine(node_of(record, log_stream), failure)
-
-
-def _raw_field(record_text: str, key: str, at: int, value: re.Pattern[str]) -> str:
-    """The value of `key` found at `at` in a JSON record's raw text when it is a `value`; else ""."""
-    if at <= 0 or record_text[at - 1] == "\\":  # absent, or inside an escaped string
-        return ""
-    match = value.match(record_text, at + len(key))
-    return match.group(1) if match and len(match.group(1)) <= 128 else ""
-
-
-def _raw_host(record_text: str, start: int = 0, end: int | None = None) -> str:
-    """The leftmost host field in record_text[start:end] whose value is a private DNS name of at most
-    128 characters (and not inside an escaped string), or ""."""
-    end = len(record_text) if end is None else end
-    while (match := _RAW_HOST_FIELD.search(record_text, start, end)) is not None:
-        if record_text[match.start() - 1] != "\\" and len(match.group(1)) <= 128:
-            return match.group(1)
-        start = match.start() + 1
-    return ""
-
-
-class _Seen:
-    """What parse_lines learns once about the text of a line from its pull context on (its key)."""
-
-    __slots__ = ("escaped", "failure", "host", "instance_keys", "lines", "needs_word", "plain_failure")
-
-    def __init__(self, text: str) -> None:
-        self.failure: PullFailure | None | object = _UNSEEN  # classify() of the first line reaching it
-        # the failure once classified, when no line with this text needs a closer look (no word check,
-        # no escapes): the one test on the common path
-        self.plain_failure: PullFailure | None = None
-        self.lines: dict[str, PullFailureLine] = {}  # the result per node value (or _FROM_STREAM)
-        self.needs_word = text.startswith(_MARKERS_WITHOUT_A_WORD)  # its marker holds none of _WORTH_A_LOOK
-        # For JSON records (an escape, a key or its value cannot straddle the start of the context,
-        # where the text begins with a marker: tests/unit/test_pull_failures_scan.py checks this):
-        self.escaped = _ESCAPED.search(text) is not None  # holds `\/` or `\u`
-        self.instance_keys = tuple((key, text.find(key)) for key in _RAW_INSTANCE_KEYS)  # first occurrence or -1
-        self.host = _raw_host(text) if '":' in text else ""  # the leftmost host field's DNS name, or ""
-
-
-def _raw_instance_split(message: str, start: int, seen: _Seen) -> str:
-    """The first instance-id key (in list order) holding an instance id in a JSON record, scanning only
-    the part before `start` (`seen` says what the rest holds); "" when none."""
-    for key, rest_at in seen.instance_keys:
-        if (at := message.find(key, 0, start)) < 0:
-            if rest_at < 0:
-                continue
-            at = start + rest_at
-        if value := _raw_field(message, key, at, _RAW_INSTANCE_ID):
-            return value
-    return ""
-
-
-def _raw_node(record_text: str) -> NodeRef | None:
-    """The node named by a shipper field of a JSON record, read without decoding it: the first
-    instance-id key (in list order) holding an instance id, else the leftmost host field holding a
-    private DNS name. (parse_lines reads the same with the record split at its pull context.)"""
-    if value := _raw_instance_split(record_text, len(record_text), _Seen("")):
-        return NodeRef(instance_id=value)
-    if value := _raw_host(record_text):
-        return NodeRef(hostname=value)
+    if match := _INSTANCE_IN_TEXT.search(value):
+        return NodeRef(instance_id=match.group(1))
+    if match := _PRIVATE_DNS.fullmatch(value.lower()):
+        return NodeRef(hostname=match.group(1))
     return None
 
 
-def _context_start(text: str) -> int:
-    match = _CONTEXT.search(text)
-    return match.start() if match else -1
+def _stream_node(log_stream: str) -> NodeRef | None:
+    if match := _INSTANCE_IN_TEXT.search(log_stream):
+        return NodeRef(instance_id=match.group(1))
+    if match := _PRIVATE_DNS.search(log_stream.lower()):
+        return NodeRef(hostname=match.group(1))
+    return None
 
 
-def _worth_a_look(message: str) -> bool:
-    return "x509" in message or "pull" in message or "Pull" in message
+# ---------------------------------------------------------------- 2-4 per event
+
+
+class PullFailureLine(NamedTuple):
+    node: NodeRef | None
+    failure: PullFailure
 
 
 def parse_lines(messages: Sequence[str], log_stream: str) -> list[PullFailureLine]:
-    """The pull failures among one payload's events (one log stream), in order.
-
-    A flood repeats one failure in lines that differ only before it (timestamps, pids, the node),
-    so the work is shared within the payload, never across payloads: a line seen before in this
-    payload gets the same (immutable) result; a classification - and, for JSON records, what the
-    text from the pull context on holds - is kept under that text; node references and results are
-    built once per (node, classification). JSON records are classified on their raw text - the
-    markers and `\\*"`-tolerant patterns read the same escaped - unless the shipper escaped `/` or
-    used `\\u` escapes, which are decoded first. A JSON record's node is read from its raw text too
-    (_raw_node), the part before the pull context searched once per line.
-    """
-    # every distinct line once (dict.fromkeys: one pass in C), then each line's result by lookup
-    by_message: dict[str, PullFailureLine | None] = dict.fromkeys(messages)
-    by_key: dict[str, _Seen] = {}
-    nodes: dict[str, NodeRef] = {}
-    stream_node: NodeRef | None | object = _UNSEEN
-    context = _CONTEXT.search
-    scan = _ESCAPE_OR_CONTEXT.search
-    host_field = _RAW_HOST_FIELD.search
-    # tuple.__new__ builds a named tuple in C, without the Python-level __new__ of its class
-    new_node = functools.partial(tuple.__new__, NodeRef)
-    new_line = functools.partial(tuple.__new__, PullFailureLine)
-    found_any = False
-    for message in by_message:
-        # One scan finds the pull context and, for a JSON record, whether escapes come before it.
-        if (match := scan(message)) is None:
-            continue
-        start = match.start()
-        is_json = message[0] == "{"
-        if message[start] == "\\":
-            if is_json:
-                if _worth_a_look(message) and (line := _parse_decoded(message, log_stream)) is not None:
-                    by_message[message] = line
-                    found_any = True
-                continue
-            if (match := context(message)) is None:  # a plain line: escapes are just text
-                continue
-            start = match.start()
-        key = message[start:]
-        if (seen := by_key.get(key)) is None:
-            seen = by_key[key] = _Seen(key)
-        if (failure := seen.plain_failure) is None:  # not the common case: look closer
-            if seen.needs_word and not _worth_a_look(message):
-                continue
-            if is_json and seen.escaped:
-                if (line := _parse_decoded(message, log_stream)) is not None:
-                    by_message[message] = line
-                    found_any = True
-                continue
-            if (failure := seen.failure) is _UNSEEN:
-                failure = seen.failure = classify(message)
-                if failure is not None and not seen.needs_word and not seen.escaped:
-                    seen.plain_failure = failure
-            if failure is None:
-                continue
-        found_any = True
-        if not is_json:
-            value = _FROM_STREAM
-        else:
-            # every instance-id key holds "nstance"; without one, the common case: one search of the
-            # part before the pull context for a host field
-            if "nstance" in message and (value := _raw_instance_split(message, start, seen)):
-                if value not in nodes:
-                    nodes[value] = new_node((value, ""))
-            elif (found := host_field(message, 0, start)) is None:
-                value = seen.host
-            elif message[found.start() - 1] == "\\" or len(value := found.group(1)) > 128:
-                value = _raw_host(message, found.start() + 1, start) or seen.host
-            if not value:
-                by_message[message] = PullFailureLine(node_of(_json_record(message), log_stream), failure)
-                continue
-        if (line := seen.lines.get(value)) is None:
-            if value is _FROM_STREAM:
-                if stream_node is _UNSEEN:
-                    stream_node = node_of(None, log_stream)
-                node = stream_node
-            elif (node := nodes.get(value)) is None:
-                node = nodes[value] = new_node(("", value))
-            line = seen.lines[value] = new_line((node, failure))
-        by_message[message] = line
-    if not found_any:
-        return []
-    lines = list(map(by_message.__getitem__, messages))  # in C; the lines that are not failures out after
-    return lines if None not in lines else [line for line in lines if line is not None]
+    """The pull failures among one payload's events (one log stream), in order. A flood repeats one
+    text across lines and nodes, so each distinct text is classified once per payload."""
+    classified: dict[str, PullFailure | None] = {}
+    lines = []
+    for message in messages:
+        record = json_record(message)
+        text = text_of(record, message)
+        if text not in classified:
+            classified[text] = classify(text)
+        if (failure := classified[text]) is not None:
+            lines.append(PullFailureLine(node_of(record, log_stream), failure))
+    return lines
 
 
 def parse_line(message: str, log_stream: str) -> PullFailureLine | None:
@@ -454,7 +334,7 @@ def parse_line(message: str, log_stream: str) -> PullFailureLine | None:
     return found[0] if found else None
 
 
-# ---------------------------------------------------------------- per node
+# ---------------------------------------------------------------- 5. per node
 
 
 def is_ecr(host: str) -> bool:

@@ -103,6 +103,18 @@ def parse_source_map(
     Raises ValueError naming the cluster and source at fault.
     """
     enrolled = tuple(enrolled)
+    raw = _source_map_object(text)
+    unknown = sorted(set(raw) - set(enrolled) - {DEFAULT_KEY})
+    if unknown:
+        raise ValueError(f"clusters {unknown} are not enrolled (enrolled: {', '.join(enrolled)})")
+    parsed = {key: _entry_sources(key, uris) for key, uris in raw.items()}
+    if DEFAULT_KEY not in parsed and legacy_parameter:
+        parsed[DEFAULT_KEY] = (parse_source(f"ssm:{legacy_parameter}"),)
+    return _per_cluster(parsed, enrolled, inline_pem)
+
+
+def _source_map_object(text: str) -> dict[str, object]:
+    """The map's JSON object; blank text is an empty map."""
     raw: object = {}
     if text.strip():
         try:
@@ -111,21 +123,26 @@ def parse_source_map(
             raise ValueError(f"not JSON ({exc.msg} at char {exc.pos})") from exc
     if not isinstance(raw, dict):
         raise ValueError('expected a JSON object like {"*": ["ssm:/pki/ca-bundle"], "prod-a": ["s3://b/k"]}')
-    unknown = sorted(set(raw) - set(enrolled) - {DEFAULT_KEY})
-    if unknown:
-        raise ValueError(f"clusters {unknown} are not enrolled (enrolled: {', '.join(enrolled)})")
-    parsed: dict[str, tuple[BundleSource, ...]] = {}
-    for key, uris in raw.items():
-        if isinstance(uris, str):
-            uris = [uris]
-        if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
-            raise ValueError(f"{key}: expected a non-empty list of source strings")
-        try:
-            parsed[key] = tuple(dict.fromkeys(parse_source(u) for u in uris))
-        except ValueError as exc:
-            raise ValueError(f"{key}: {exc}") from exc
-    if DEFAULT_KEY not in parsed and legacy_parameter:
-        parsed[DEFAULT_KEY] = (parse_source(f"ssm:{legacy_parameter}"),)
+    return raw
+
+
+def _entry_sources(key: str, uris: object) -> tuple[BundleSource, ...]:
+    """One entry's sources (a string or a non-empty list of strings), duplicates dropped, in order."""
+    if isinstance(uris, str):
+        uris = [uris]
+    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
+        raise ValueError(f"{key}: expected a non-empty list of source strings")
+    try:
+        return tuple(dict.fromkeys(parse_source(u) for u in uris))
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from exc
+
+
+def _per_cluster(
+    parsed: Mapping[str, tuple[BundleSource, ...]], enrolled: tuple[str, ...], inline_pem: str
+) -> dict[str, tuple[BundleSource, ...]]:
+    """Each enrolled cluster's own entry, else the default; every cluster must get one, and the
+    inline source needs the inline PEM."""
     missing = [c for c in enrolled if c not in parsed and DEFAULT_KEY not in parsed]
     if missing:
         raise ValueError(f"no CA bundle source for clusters {missing}: give them an entry or a '*' default")

@@ -118,29 +118,43 @@ def node_state(
     an older one was abandoned (a lost status event) and no longer blocks the node. A drifted
     node whose last result is within `cooldown_seconds` waits for a later pass (safety.py).
     """
-    live = [
-        a
-        for a in history
-        if not Status(a["status"]).terminal and now - _epoch(a.get("updated_at", "1970-01-01T00:00:00Z")) < live_seconds
-    ]
+    live = _live(history, now, live_seconds)
     if any(a.get("trigger") == Trigger.SWEEP.value and a.get("trigger_key") == sweep_id for a in history):
         return NodeState.IN_FLIGHT if live else NodeState.DONE
     if live:
         same = all(a.get("fingerprint") == fingerprint for a in live)
         return NodeState.IN_FLIGHT if same else NodeState.IN_FLIGHT_STALE
-    # The success recorded last is what the node's trust store holds now (whatever the attempts' order).
-    succeeded = max(
+    succeeded = _last_success(history)
+    if succeeded is not None and succeeded.get("fingerprint") == fingerprint:
+        return NodeState.CURRENT
+    last_result = _last_result_epoch(history)
+    return NodeState.COOLING if cooling_down(last_result, now, cooldown_seconds) else NodeState.DRIFTED
+
+
+def _live(history: Sequence[Mapping[str, Any]], now: float, live_seconds: float) -> list[Mapping[str, Any]]:
+    """The attempts in flight: not terminal, and updated within `live_seconds`."""
+    return [
+        a
+        for a in history
+        if not Status(a["status"]).terminal and now - _epoch(a.get("updated_at", "1970-01-01T00:00:00Z")) < live_seconds
+    ]
+
+
+def _last_success(history: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The success recorded last: what the node's trust store holds now (whatever the attempts' order)."""
+    return max(
         (a for a in history if a["status"] == Status.SUCCEEDED.value),
         key=lambda a: a.get("updated_at", ""),
         default=None,
     )
-    if succeeded is not None and succeeded.get("fingerprint") == fingerprint:
-        return NodeState.CURRENT
-    last_result = max(
+
+
+def _last_result_epoch(history: Sequence[Mapping[str, Any]]) -> float | None:
+    """When the node's last result that starts a cooldown (safety.COOLDOWN_AFTER) was recorded."""
+    return max(
         (_epoch(a["updated_at"]) for a in history if Status(a["status"]) in COOLDOWN_AFTER and a.get("updated_at")),
         default=None,
     )
-    return NodeState.COOLING if cooling_down(last_result, now, cooldown_seconds) else NodeState.DRIFTED
 
 
 @dataclass(frozen=True)

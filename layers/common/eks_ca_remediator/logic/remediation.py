@@ -86,10 +86,20 @@ class Remediator:
         foreign = sorted({t.cluster for t in targets} - {plan.cluster})
         if foreign:
             raise ValueError(f"a plan for cluster {plan.cluster} cannot be sent to nodes of {foreign}")
-        now = self.clock()
+        attempts, fresh, new = self._create_attempts(targets, plan, trigger_key, created_at, self.clock())
+        if fresh:
+            self._move_forward(fresh, new, plan)
+        return [self.records.get_attempt(a["pk"], a["sk"]) or a for a in attempts]
+
+    def _create_attempts(
+        self, targets: Sequence[Target], plan: Plan, trigger_key: str, created_at: float, now: float
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[str]]:
+        """Create (or find, on redelivery) one attempt per target. Returns them all, those to move
+        forward (created now, or still waiting for an agent with no command sent), and the instance
+        ids whose attempt this call created; the others are duplicate triggers."""
         attempts: list[dict[str, Any]] = []
         fresh: list[dict[str, Any]] = []
-        new: set[str] = set()  # instance ids whose attempt this call created
+        new: set[str] = set()
         for target in targets:
             created, item = self.records.create_attempt(self._new_attempt(target, plan, trigger_key, created_at, now))
             attempts.append(item)
@@ -100,15 +110,18 @@ class Remediator:
             else:
                 logger.info("duplicate trigger: attempt already exists", instance_id=item["pk"], status=item["status"])
                 telemetry.count(telemetry.REMEDIATIONS_DEDUPLICATED)
-        if fresh:
-            pings = self.run_command.ping_status([a["pk"] for a in fresh])
-            online = [a for a in fresh if pings.get(a["pk"]) == "Online"]
-            waiting = [a for a in fresh if pings.get(a["pk"]) != "Online"]
-            self.dispatch([a for a in online if a["pk"] in new], plan)
-            self._dispatch_with_own_plans([a for a in online if a["pk"] not in new])
-            for attempt in waiting:
-                self._wait(attempt, checks=0, delay=agent_recheck_delay(0, self.settings.agent_recheck_seconds))
-        return [self.records.get_attempt(a["pk"], a["sk"]) or a for a in attempts]
+        return attempts, fresh, new
+
+    def _move_forward(self, fresh: list[dict[str, Any]], new: set[str], plan: Plan) -> None:
+        """Send to the nodes whose SSM agent is Online (this call's attempts with `plan`, earlier ones
+        with their own), queue the others to wait for their agent."""
+        pings = self.run_command.ping_status([a["pk"] for a in fresh])
+        online = [a for a in fresh if pings.get(a["pk"]) == "Online"]
+        waiting = [a for a in fresh if pings.get(a["pk"]) != "Online"]
+        self.dispatch([a for a in online if a["pk"] in new], plan)
+        self._dispatch_with_own_plans([a for a in online if a["pk"] not in new])
+        for attempt in waiting:
+            self._wait(attempt, checks=0, delay=agent_recheck_delay(0, self.settings.agent_recheck_seconds))
 
     def note(
         self, targets: Sequence[Target], plan: Plan, trigger_key: str, created_at: float, status: Status, reason: str
