@@ -1,19 +1,20 @@
-"""Node lab benchmark: how long the node script takes per strategy, how many containerd restarts
-it makes, and how long the CRI API is unavailable while a restart remediation runs.
+"""Node lab benchmark: per image profile and containerd version, how long the node script takes
+per case, how many containerd restarts it makes, and how long containerd's CRI API is
+unavailable while it runs.
 
 Not a test. Needs what the node lab needs (root, unshare, containerd, runc, docker-registry,
-openssl; grpcio, grpcio-tools, cryptography). From the repository root:
+openssl; grpcio, grpcio-tools, cryptography; containerd 2.x is fetched into .nodelab/). From the
+repository root:
 
-    PYTHONPATH=tools:. .venv/bin/python bench/nodelab_bench.py [--runs 3] [--os-family debian]
+    PYTHONPATH=tools:. .venv/bin/python bench/nodelab_bench.py [--runs 3] [--node al2023-2]
 
-(The script also puts tools/ and the repository root on sys.path itself, so plain
-`.venv/bin/python bench/nodelab_bench.py` works too.)
-
-Each run uses a fresh lab node on which the CA was trusted after containerd had loaded its CA
-pool (the EKS situation), except the "auto, containerd started after CA" row, where containerd
-was restarted after the CA was trusted (nothing to do). During every run a thread calls the CRI
-Version RPC every ~10 ms; "CRI unavailable" is the longest stretch from the first failed call to
-the next successful one (resolution ~10 ms plus one call timeout).
+Each run uses a fresh lab node in the EKS situation: on Linux images the CA was trusted after
+containerd had loaded its CA pool; on Bottlerocket the CA is not in settings.pki yet. The
+"already current" case first fixes the node, then measures a second run (nothing to do).
+During every run a thread calls the CRI Version RPC every ~10 ms; "CRI unavailable" is the
+longest stretch from the first failed call to the next successful one (resolution ~10 ms plus
+one call timeout). Restarts are counted by containerd's PID, not by what the script reports
+(on Bottlerocket, the OS restarts containerd when settings.pki changes).
 """
 
 from __future__ import annotations
@@ -33,11 +34,26 @@ for entry in (str(ROOT / "tools"), str(ROOT)):
 from tests.nodelab.cri.client import CriClient  # noqa: E402
 from tests.nodelab.lab import NodeLab, Registry, lab_available  # noqa: E402
 
-CASES = [
+NODES = [
+    ("debian", "1.6"),
+    ("debian", "2"),
+    ("ubuntu", "1.6"),
+    ("ubuntu", "2"),
+    ("al2", "1.6"),
+    ("al2023", "2"),
+    ("bottlerocket", "2"),
+    ("bottlerocket", "1.6"),
+]
+# (label, strategy, fix the node first and measure a second run)
+LINUX_CASES = [
     ("auto, containerd predates CA", "auto", False),
-    ("auto, containerd started after CA", "auto", True),
+    ("auto, already current", "auto", True),
     ("restart", "restart", False),
     ("hosts-toml", "hosts-toml", False),
+]
+BOTTLEROCKET_CASES = [
+    ("settings.pki set", "auto", False),
+    ("already current", "auto", True),
 ]
 
 
@@ -75,13 +91,16 @@ class CriPoller(threading.Thread):
         return longest
 
 
-def run_case(registry: Registry, os_family: str, strategy: str, started_after_ca: bool) -> dict:
-    with NodeLab(os_family, registry=registry) as lab:
-        lab.trust_ca_without_restart()
-        if started_after_ca:
-            lab.restart_containerd()
-        pid = lab.containerd_pid()
+def run_case(registry: Registry, node: tuple[str, str], strategy: str, second_run: bool) -> dict:
+    with NodeLab(node[0], registry=registry, containerd=node[1]) as lab:
+        if not lab.is_bottlerocket:
+            lab.trust_ca_without_restart()
         env = lab.script_env(SSM_Strategy=strategy)
+        if second_run:
+            first = lab.run_script(env)
+            if first.exit_code != 0:
+                raise RuntimeError(f"{node} {strategy}: first run failed: {first.result}")
+        pid = lab.containerd_pid()
         poller = CriPoller(lab.socket_path)
         poller.start()
         time.sleep(0.05)
@@ -91,13 +110,15 @@ def run_case(registry: Registry, os_family: str, strategy: str, started_after_ca
             time.sleep(0.05)
             poller.stop()
         if run.exit_code != 0 or run.result is None:
-            raise RuntimeError(f"{strategy}: script failed (exit {run.exit_code}): {run.result}\n{run.stderr[-2000:]}")
+            raise RuntimeError(
+                f"{node} {strategy}: script failed (exit {run.exit_code}): {run.result}\n{run.stderr[-2000:]}"
+            )
         pulled, message = lab.cri_pull()
         if not pulled:
-            raise RuntimeError(f"{strategy}: CRI pull failed after the remediation: {message}")
+            raise RuntimeError(f"{node} {strategy}: CRI pull failed after the remediation: {message}")
         return {
             "seconds": lab.last_script_seconds,
-            "restarted": bool(run.result["restarted"]) and lab.containerd_pid() != pid,
+            "restarted": lab.containerd_pid() != pid,
             "outage": poller.longest_outage(),
             "polls": len(poller.samples),
         }
@@ -105,34 +126,36 @@ def run_case(registry: Registry, os_family: str, strategy: str, started_after_ca
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per strategy (default 3)")
-    parser.add_argument("--os-family", default="debian", choices=["debian", "ubuntu", "al2", "al2023"])
+    parser.add_argument("--runs", type=int, default=3, help="runs per case (default 3)")
+    parser.add_argument(
+        "--node", action="append", choices=[f"{p}-{v}" for p, v in NODES], help="only these nodes (repeatable)"
+    )
     args = parser.parse_args(argv)
     ok, reason = lab_available()
     if not ok:
         print(f"node lab unavailable: {reason}", file=sys.stderr)
         return 2
-
-    rows = []
-    with Registry() as registry:
-        for label, strategy, started_after in CASES:
-            results = [run_case(registry, args.os_family, strategy, started_after) for _ in range(args.runs)]
-            rows.append((label, results))
+    nodes = [n for n in NODES if not args.node or f"{n[0]}-{n[1]}" in args.node]
 
     header = (
-        f"{'case':<36} {'runs':>4} {'script s (median)':>18} {'min':>6} {'max':>6} "
-        f"{'restarts':>8} {'CRI unavailable s (max)':>24}"
+        f"{'node':<28}  {'case':<30}  {'runs':>4} {'script s (median)':>18} {'restarts':>8} "
+        f"{'CRI unavailable s (max)':>24}"
     )
-    print(f"node lab bench, os family {args.os_family}, {args.runs} run(s) per case")
+    print(f"node lab bench, {args.runs} run(s) per case")
     print(header)
     print("-" * len(header))
-    for label, results in rows:
-        secs = [r["seconds"] for r in results]
-        print(
-            f"{label:<36} {len(results):>4} {statistics.median(secs):>18.3f} {min(secs):>6.3f} "
-            f"{max(secs):>6.3f} {sum(r['restarted'] for r in results):>8} "
-            f"{max(r['outage'] for r in results):>24.3f}"
-        )
+    with Registry() as registry:
+        for node in nodes:
+            cases = BOTTLEROCKET_CASES if node[0] == "bottlerocket" else LINUX_CASES
+            for label, strategy, second_run in cases:
+                results = [run_case(registry, node, strategy, second_run) for _ in range(args.runs)]
+                secs = [r["seconds"] for r in results]
+                name = f"{node[0]}, containerd {node[1]}"
+                print(
+                    f"{name:<28}  {label:<30}  {len(results):>4} {statistics.median(secs):>18.3f} "
+                    f"{sum(r['restarted'] for r in results):>8} {max(r['outage'] for r in results):>24.3f}",
+                    flush=True,
+                )
     return 0
 
 

@@ -370,24 +370,24 @@ def nodelab_rows(skip: bool) -> list[Row]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in (ROOT / "tools", ROOT)))
     try:
         proc = subprocess.run(
-            [sys.executable, str(path), "--runs", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+            [sys.executable, str(path), "--runs", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200
         )
     except subprocess.TimeoutExpired:
-        return [("node lab", "not available", "took longer than 10 minutes")]
+        return [("node lab", "not available", "took longer than 20 minutes")]
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return [("node lab", "not available", last[:160])]
     rows: list[Row] = []
-    pattern = re.compile(r"^(.{36}) +(\d+) +([\d.]+) +[\d.]+ +[\d.]+ +(\d+) +([\d.]+)$")
+    pattern = re.compile(r"^(.{28})  (.{30})  +(\d+) +([\d.]+) +(\d+) +([\d.]+)$")
     for line in proc.stdout.splitlines():
         match = pattern.match(line)
         if match:
-            case = match[1].strip()
+            node, case = match[1].strip(), match[2].strip()
             rows.append(
                 (
-                    f"node lab: {case}",
-                    f"{float(match[3]):.2f} s",
-                    f"restarts {match[4]}, CRI unavailable {float(match[5]):.2f} s",
+                    f"node lab ({node}): {case}",
+                    f"{float(match[4]):.2f} s",
+                    f"restarts {match[5]}, CRI unavailable {float(match[6]):.2f} s",
                 )
             )
     return rows or [("node lab", "not available", "no table in its output")]
