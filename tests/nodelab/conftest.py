@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.nodelab import containerd2
 from tests.nodelab.lab import NodeLab, Registry, lab_available
 
 
@@ -18,6 +19,15 @@ def _lab_unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"node lab cannot run here, and CI=true forbids skipping it: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def _need_containerd(lab: NodeLab) -> None:
+    """containerd 2.x is fetched from Debian sid on first use: where that cannot happen, the
+    lab is unavailable (a skip with the reason; a failure under CI=true)."""
+    if lab.containerd_version == "2":
+        directory, why = containerd2.ensure()
+        if directory is None:
+            _lab_unavailable(why)
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +51,7 @@ def make_lab(lab_registry: Registry) -> Iterator[Callable[..., NodeLab]]:
 
     def factory(os_family: str = "debian", containerd: str | None = None, crictl: bool | None = None) -> NodeLab:
         lab = NodeLab(os_family, registry=lab_registry, containerd=containerd, crictl=crictl)
+        _need_containerd(lab)
         labs.append(lab)
         return lab.start()
 
@@ -66,6 +77,7 @@ def node_lab(lab_registry: Registry) -> Iterator[Callable[[str, str], NodeLab]]:
     def get(os_family: str, containerd: str) -> NodeLab:
         if (os_family, containerd) not in labs:
             lab = NodeLab(os_family, registry=lab_registry, containerd=containerd)
+            _need_containerd(lab)
             labs[os_family, containerd] = lab
             lab.start()
         return labs[os_family, containerd]

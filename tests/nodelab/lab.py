@@ -1,57 +1,65 @@
-"""Node lab: a real containerd + TLS registry on this machine, isolated in a mount namespace.
+"""Node lab: a real containerd + TLS registry on this machine, isolated in mount namespaces.
 
 It reproduces the EKS bug the product fixes: containerd's CRI plugin loads the system CA pool
 once per process, so a CA trusted after containerd started is ignored by image pulls until
-containerd restarts. Nothing is installed at run time; the machine needs root (CAP_SYS_ADMIN),
-util-linux `unshare`/`nsenter`, overlayfs, and the Debian packages containerd, runc,
-docker-registry, openssl, ca-certificates, plus the Python packages grpcio, grpcio-tools and
-cryptography.
+containerd restarts. The machine needs root (CAP_SYS_ADMIN), util-linux `unshare`/`nsenter`,
+overlayfs, and the Debian packages containerd (1.6), runc, docker-registry, openssl,
+ca-certificates, plus the Python packages grpcio, grpcio-tools and cryptography. containerd 2.x
+comes from Debian sid, fetched once into .nodelab/ (containerd2.py), never installed.
 
 What it builds (all under one temporary directory, all stopped by PID in `stop()`):
 - `Registry`: a private CA, a server certificate for `registry.nodelab.test`, `docker-registry`
   serving TLS on 127.0.0.1:<free port>, and a tiny image pushed with the standard library.
   One registry can be shared by many labs (pass it to `NodeLab(registry=...)`).
-- `NodeLab`: a long-lived `unshare -m --propagation private` holder process whose mount
-  namespace has overlayfs over /etc and /usr/local/share/ca-certificates (the machine's trust
-  store, /etc/hosts and /etc/containerd are never written), a private /etc/hosts resolving
-  `registry.nodelab.test` to 127.0.0.1, /etc/containerd/config.toml (CRI `config_path` =
-  /etc/containerd/certs.d inside the namespace), /etc/crictl.yaml, and for the Amazon Linux
-  families a faked /etc/os-release and /etc/pki tree where /etc/ssl/certs is a link to
-  /etc/pki/tls/certs as on AL, so Go finds no /etc/ssl/certs/ca-certificates.crt and falls
-  through to /etc/pki/tls/certs/ca-bundle.crt -> the extracted tls-ca-bundle.pem.
+- `NodeLab(profile, containerd=...)`: one node of an image profile (PROFILES: debian, ubuntu,
+  al2, al2023, bottlerocket) on containerd "1.6" or "2". A long-lived `unshare -m` holder
+  process whose mount namespace has overlayfs over /etc and /usr/local/share/ca-certificates
+  (the machine's trust store, /etc/hosts and /etc/containerd are never written), the lab's
+  /run bound over /run (containerd's socket at its real path, /run/containerd/containerd.sock),
+  a private /etc/hosts resolving `registry.nodelab.test` to 127.0.0.1, and
+  /etc/containerd/config.toml as the image writes it (AL2's version 2 for 1.6, nodeadm's
+  version 3 for 2.x; both import /etc/containerd/config.d/*.toml). The Amazon Linux layout
+  (AL2, AL2023, Bottlerocket's host) has a faked /etc/os-release and /etc/pki tree where
+  /etc/ssl/certs is a link to /etc/pki/tls/certs, so Go finds no
+  /etc/ssl/certs/ca-certificates.crt and falls through to /etc/pki/tls/certs/ca-bundle.crt.
   containerd runs inside the namespace with a clean environment (`env -i`, no SSL_CERT_*).
   After every start the lab makes one CRI pull, as kubelet does early on a node: Go loads the
   system CA pool at the first TLS verification of the process (not at process start) and keeps
   it, so that first pull is what makes a later trust-store change invisible to containerd.
-  Stand-ins on PATH inside the lab: `systemctl` (show MainPID / start / stop / restart /
-  is-active for containerd only), `crictl` (info / version / pull through the lab's Python CRI
-  client) and, for AL, `update-ca-trust` (rebuilds the extracted bundle and the ca-bundle.crt
-  link). Everything else the node script calls is the machine's real tool; the Debian lab
-  feeds the real update-ca-certificates a short /etc/ca-certificates.conf (8 distribution
-  roots) so that a refresh takes ~0.1 s instead of 1-2 s.
+- Stand-ins on PATH inside the node (standins.py), each refusing what the real tool of the
+  image's version refuses: `systemctl` (systemd 219 on AL2: no --value, no -P), `crictl` (only
+  with an explicit endpoint; absent on AL2023), `update-ca-trust` (AL), `sh` (bash in POSIX
+  mode on AL, with BASH_COMPAT=42 on AL2), `openssl` (AL2: the 1.0.2 option surface). Both
+  refresh tools fail after writing when /etc/nodelab-fail-refresh exists (fault injection).
+  Everything else is the machine's real tool; the Debian lab feeds the real
+  update-ca-certificates a short /etc/ca-certificates.conf (8 distribution roots) so that a
+  refresh takes ~0.1 s instead of 1-2 s.
+- Bottlerocket: the script runs in a control-container stand-in, a chroot in a mount namespace
+  below the node's, with /.bottlerocket, an amzn os-release, no systemctl/ctr/crictl/openssl
+  (overlay whiteouts) and no containerd socket; its `apiclient` reaches apiclient.py, which
+  validates and applies settings.pki on the node as Bottlerocket does.
 
 API (importable; the product's local demo can drive it):
 
     from tests.nodelab.lab import NodeLab, Registry, lab_available
 
     ok, why = lab_available()           # (False, "one-line reason") where the lab cannot run
-    with NodeLab(os_family="debian") as lab:   # or "ubuntu", "al2", "al2023"; start() on enter
+    with NodeLab("al2023") as lab:      # any of PROFILES; containerd="1.6"|"2"; start() on enter
         lab.cri_pull()                  # -> (False, "... x509: certificate signed by unknown authority")
         lab.trust_ca_without_restart()  # what userdata does on EKS: trust store only
         pid = lab.containerd_pid()      # containerd keeps running: pulls still fail
-        run = lab.run_script({"SSM_CaBundle": lab.ca_b64, "SSM_Strategy": "auto",
-                              "SSM_RegistryHosts": lab.registry_host,
-                              "SSM_CanaryImage": lab.image, "SSM_DryRun": "false"})
+        run = lab.run_script(lab.script_env(SSM_Strategy="auto"))
         run.exit_code, run.result, run.stderr   # result = the parsed JSON line (or None)
         lab.cri_pull()                  # -> (True, "sha256:...")
 
 `run_script` runs the script exactly as embedded in template.yaml (tools/ssm_document.py
-`extract_script`), written to a file and run with `sh` inside the namespace with the given
-SSM_* variables only (plus PATH/HOME/LANG), like SSM Run Command with ENV_VAR interpolation.
-Other helpers: script_env(**overrides) (the five SSM_* variables for a normal run),
-start_containerd(), stop_containerd(), restart_containerd(), remove_cri_socket(), cri_version(),
-sh(command, *args), read_file(path), write_file(path, text), snapshot() (equal snapshots =
-trust store and /etc/containerd unchanged), last_script_seconds, last_stdout,
+`extract_script`), written to a file and run with `sh` inside the node (on Bottlerocket, inside
+its control container) with the given SSM_* variables only (plus PATH/HOME/LANG), like SSM Run
+Command with ENV_VAR interpolation. Other helpers: script_env(**overrides) (the five SSM_*
+variables for a normal run), start_containerd(), stop_containerd(), restart_containerd(),
+remove_cri_socket(), cri_version(), sh(command, *args), read_file(path), write_file(path, text),
+snapshot(content_only=False) (equal snapshots = trust store, /etc/containerd and Bottlerocket
+settings unchanged), bottlerocket_settings(), last_script_seconds, last_stdout,
 trust_bundle_path, anchor_dir, pki (CA, other CA, non-CA, expired CA, key PEMs), ca_pem /
 ca_b64 (the registry's CA), registry_host, image, containerd_log().
 
