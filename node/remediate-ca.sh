@@ -450,15 +450,14 @@ declare -a FAILURES=()
 # Bottlerocket: settings.pki through the API; Bottlerocket regenerates its trust bundle and
 # restarts containerd itself (affected services of settings.pki: pki, containerd).
 # ---------------------------------------------------------------------------------------------
-# br_pki_field FIELD: our bundle's data or trusted value as `apiclient get` prints it.
-br_pki_field() {
+# br_read: BR_DATA and BR_TRUSTED of our bundle as `apiclient get` prints them (pretty JSON of
+# {"settings": {"pki": {NAME: {"data": ..., "trusted": ...}}}}; data is base64, so no escapes).
+br_read() {
   local out
   out=$(timeout 60 apiclient get "settings.pki.$BR_PKI_NAME" 2>&1) ||
     fail "apiclient get settings.pki.$BR_PKI_NAME failed: $(printf '%s' "$out" | tail -n 1 | head -c 300)"
-  case "$1" in
-    data) printf '%s\n' "$out" | grep -o '"data": *"[A-Za-z0-9+/=]*"' | head -n 1 | sed 's/^"data": *"//; s/"$//' ;;
-    trusted) printf '%s\n' "$out" | grep -o '"trusted": *[a-z]*' | head -n 1 | sed 's/^"trusted": *//' ;;
-  esac
+  BR_DATA=$(printf '%s\n' "$out" | grep -o '"data": *"[A-Za-z0-9+/=]*"' | head -n 1 | sed 's/^"data": *"//; s/"$//')
+  BR_TRUSTED=$(printf '%s\n' "$out" | grep -o '"trusted": *[a-z]*' | head -n 1 | sed 's/^"trusted": *//')
 }
 
 remediate_bottlerocket() {
@@ -467,7 +466,8 @@ remediate_bottlerocket() {
   if [ "$STRATEGY" = "hosts-toml" ]; then
     warn "strategy hosts-toml does not apply on Bottlerocket (containerd's config is generated from settings): used settings.pki.$BR_PKI_NAME"
   fi
-  if [ "$(br_pki_field data)" = "$CA_B64" ] && [ "$(br_pki_field trusted)" = true ]; then
+  br_read
+  if [ "$BR_DATA" = "$CA_B64" ] && [ "$BR_TRUSTED" = true ]; then
     R_BUNDLE_CHANGED=false
     log "settings.pki.$BR_PKI_NAME already holds this bundle, trusted: nothing set"
   else
@@ -488,7 +488,8 @@ remediate_bottlerocket() {
   fi
   # Read back what the API holds now.
   R_LEVEL="settings-readback"
-  if [ "$(br_pki_field data)" != "$CA_B64" ] || [ "$(br_pki_field trusted)" != true ]; then
+  br_read
+  if [ "$BR_DATA" != "$CA_B64" ] || [ "$BR_TRUSTED" != true ]; then
     fail "apiclient get settings.pki.$BR_PKI_NAME does not show the bundle as trusted after the set"
   fi
   if command -v openssl >/dev/null 2>&1; then verify_tls "$WORK/bundle.pem"; fi
