@@ -178,7 +178,8 @@ def launch_story(world: Any, node: Any) -> str:
     say(
         "node",
         f"result={summary.get('result')} restarted={summary.get('restarted')} "
-        f"verification={summary.get('verification')} canary={summary.get('canary')}",
+        f"verification={summary.get('verification')} ({summary.get('verification_level')}) "
+        f"canary={summary.get('canary')}",
     )
     from on_command_status import handler as on_status
 
