@@ -593,15 +593,16 @@ boot_epoch() {
 
 # containerd_pid: the main PID systemd reports. Uses only `systemctl show -p MainPID`, which
 # prints "MainPID=<pid>" on every systemd (AL2 has 219; `--value` needs 230, `-P` 246).
-# Exit 0 with the pid; 1 when the unit has no running main process; 2 when systemctl's answer
-# is unusable (SYSTEMCTL_OUT holds it).
+# Sets CONTAINERD_PID and returns 0; returns 1 when the unit has no running main process; 2 when
+# systemctl's answer is unusable (SYSTEMCTL_OUT holds it). Not for $(...): it sets globals.
 containerd_pid() {
   local pid
+  CONTAINERD_PID=""
   SYSTEMCTL_OUT=$(timeout 10 systemctl show -p MainPID containerd 2>&1)
   pid=$(printf '%s\n' "$SYSTEMCTL_OUT" | awk -F= '$1 == "MainPID" { print $2; exit }')
   if ! [[ "$pid" =~ ^[0-9]+$ ]]; then return 2; fi
   if [ "$pid" = 0 ] || [ ! -r "/proc/$pid/stat" ]; then return 1; fi
-  printf '%s' "$pid"
+  CONTAINERD_PID="$pid"
 }
 
 # Start time (epoch seconds, fractional) of a pid: /proc/<pid>/stat field 22 (clock ticks since
@@ -639,9 +640,9 @@ if [ -z "$CRICTL" ] && ! command -v ctr >/dev/null 2>&1; then
 fi
 log "containerd socket $SOCKET; registry config_path '${CFG_CONFIG_PATH}' (config version ${CFG_VERSION:-none}); crictl: ${CRICTL:-absent}"
 
-R_BEFORE_PID=$(containerd_pid)
+containerd_pid
 case $? in
-  0) ;;
+  0) R_BEFORE_PID="$CONTAINERD_PID" ;;
   1) fail "containerd is not running (systemctl reports MainPID=0): nothing changed" ;;
   *) fail "systemctl show -p MainPID containerd gave no MainPID on $R_OS: $(printf '%s' "$SYSTEMCTL_OUT" | head -c 300): nothing changed" ;;
 esac
@@ -863,7 +864,8 @@ case "$STRATEGY_EFFECTIVE" in
     ;;
 esac
 
-R_AFTER_PID=$(containerd_pid) || fail "containerd is not running after the remediation"
+containerd_pid || fail "containerd is not running after the remediation"
+R_AFTER_PID="$CONTAINERD_PID"
 if [ "$R_AFTER_PID" = "$R_BEFORE_PID" ]; then
   R_AFTER_START="$R_BEFORE_START"
 else

@@ -208,3 +208,47 @@ def test_the_status_handler_records_each_images_result_line_as_succeeded(make_la
     assert outcome.result is not None
     assert outcome.result.verification_level == level
     assert outcome.result.os_family == profile
+
+
+# Missing or too old tools: a reason naming the tool and the image, nothing changed -----------
+def test_a_missing_refresh_tool_is_named_with_the_image(make_lab):
+    lab = make_lab("al2")
+    (lab.bin_dir / "update-ca-trust").unlink()  # the machine (Debian) has none: now it is missing
+    before, pid = lab.snapshot(), lab.containerd_pid()
+    run = lab.run_script(lab.script_env())
+    assert run.exit_code == 1, run.stderr[-2000:]
+    assert run.result["reason"] == "required command not found on PATH: update-ca-trust (image: al2)"
+    assert lab.snapshot() == before
+    assert lab.containerd_pid() == pid
+
+
+def test_a_systemctl_without_mainpid_is_not_reported_as_containerd_not_running(make_lab):
+    lab = make_lab("al2")
+    real = lab.bin_dir / "systemctl"
+    real.rename(lab.bin_dir / "systemctl.lab")
+    # A systemctl whose `show` prints nothing usable (what --value on systemd 219 used to cause).
+    real.write_text(
+        f'#!/bin/sh\n[ "$1" = show ] && {{ echo "Failed to parse bus message" >&2; exit 1; }}\nexec {lab.bin_dir}/systemctl.lab "$@"\n'
+    )
+    real.chmod(0o755)
+    before, pid = lab.snapshot(), lab.containerd_pid()
+    run = lab.run_script(lab.script_env())
+    assert run.exit_code == 1, run.stderr[-2000:]
+    reason = run.result["reason"]
+    assert reason.startswith("systemctl show -p MainPID containerd gave no MainPID on al2: "), reason
+    assert "Failed to parse bus message" in reason
+    assert "containerd is not running" not in reason
+    assert lab.snapshot() == before
+    assert lab.containerd_pid() == pid
+
+
+def test_bottlerocket_without_apiclient_says_where_to_run(make_lab):
+    lab = make_lab("bottlerocket")
+    assert lab.dir is not None
+    (lab.dir / "cc-bin" / "apiclient").unlink()
+    before = lab.snapshot()
+    run = lab.run_script(lab.script_env())
+    assert run.exit_code == 1, run.stderr[-2000:]
+    assert run.result["os_family"] == "bottlerocket"
+    assert "apiclient is not on PATH: run this document in the control container" in run.result["reason"]
+    assert lab.snapshot() == before
