@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.nodelab import containerd2
+from tests.nodelab import fetched_containerd
 from tests.nodelab.lab import NodeLab, Registry, lab_available
 
 
@@ -22,10 +22,10 @@ def _lab_unavailable(reason: str) -> None:
 
 
 def _need_containerd(lab: NodeLab) -> None:
-    """containerd 2.x is fetched from Debian sid on first use: where that cannot happen, the
-    lab is unavailable (a skip with the reason; a failure under CI=true)."""
-    if lab.containerd_version == "2":
-        directory, why = containerd2.ensure()
+    """containerd 1.7 and 2.x are fetched from Debian on first use: where that cannot happen,
+    the lab is unavailable (a skip with the reason; a failure under CI=true)."""
+    if lab.containerd_version in fetched_containerd.SUITES:
+        directory, why = fetched_containerd.ensure(lab.containerd_version)
         if directory is None:
             _lab_unavailable(why)
 
@@ -45,7 +45,7 @@ def lab_registry() -> Iterator[Registry]:
 @pytest.fixture
 def make_lab(lab_registry: Registry) -> Iterator[Callable[..., NodeLab]]:
     """Factory: make_lab(profile, containerd=None, crictl=None) -> a started NodeLab (profile one
-    of lab.PROFILES; containerd "1.6" or "2", default the image's own) whose containerd,
+    of lab.PROFILES; containerd "1.6", "1.7" or "2", default the image's own) whose containerd,
     namespaces and files are all gone after the test (also when it fails)."""
     labs: list[NodeLab] = []
 

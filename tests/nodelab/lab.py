@@ -5,14 +5,15 @@ once per process, so a CA trusted after containerd started is ignored by image p
 containerd restarts. The machine needs root (CAP_SYS_ADMIN), util-linux `unshare`/`nsenter`,
 overlayfs, and the Debian packages containerd (1.6), runc, docker-registry, openssl,
 ca-certificates, plus the Python packages grpcio, grpcio-tools and cryptography. containerd 2.x
-comes from Debian sid, fetched once into .nodelab/ (containerd2.py), never installed.
+1.7 and 2.x come from Debian trixie and sid, fetched once into .nodelab/ (fetched_containerd.py),
+never installed.
 
 What it builds (all under one temporary directory, all stopped by PID in `stop()`):
 - `Registry`: a private CA, a server certificate for `registry.nodelab.test`, `docker-registry`
   serving TLS on 127.0.0.1:<free port>, and a tiny image pushed with the standard library.
   One registry can be shared by many labs (pass it to `NodeLab(registry=...)`).
 - `NodeLab(profile, containerd=...)`: one node of an image profile (PROFILES: debian, ubuntu,
-  al2, al2023, bottlerocket) on containerd "1.6" or "2". A long-lived `unshare -m` holder
+  al2, al2023, bottlerocket) on containerd "1.6", "1.7" or "2". A long-lived `unshare -m` holder
   process whose mount namespace has overlayfs over /etc and /usr/local/share/ca-certificates
   (the machine's trust store, /etc/hosts and /etc/containerd are never written), the lab's
   /run bound over /run (containerd's socket at its real path, /run/containerd/containerd.sock),
@@ -44,7 +45,7 @@ API (importable; the product's local demo can drive it):
     from tests.nodelab.lab import NodeLab, Registry, lab_available
 
     ok, why = lab_available()           # (False, "one-line reason") where the lab cannot run
-    with NodeLab("al2023") as lab:      # any of PROFILES; containerd="1.6"|"2"; start() on enter
+    with NodeLab("al2023") as lab:      # any of PROFILES; containerd="1.6"|"1.7"|"2"
         lab.cri_pull()                  # -> (False, "... x509: certificate signed by unknown authority")
         lab.trust_ca_without_restart()  # what userdata does on EKS: trust store only
         pid = lab.containerd_pid()      # containerd keeps running: pulls still fail
@@ -93,7 +94,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from tests.nodelab import containerd2, standins
+from tests.nodelab import fetched_containerd, standins
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_DIR = Path(__file__).resolve().parent
@@ -130,7 +131,7 @@ class Profile:
     """One node image as the node script sees it.
 
     containerd: the versions the lab runs for it, the image's own first ("1.6" = Debian 12's
-    package, "2" = Debian sid's 2.1.x; see containerd2.py). systemd: the version whose
+    package, "1.7" = Debian trixie's 1.7.x, "2" = Debian sid's 2.1.x; see fetched_containerd.py). systemd: the version whose
     `systemctl` options the stand-in accepts. crictl: on PATH or not. sh: what `sh` is (SSM runs
     `sh _script.sh`): "dash" (Debian, Ubuntu) or "bash" (Amazon Linux: bash in POSIX mode), with
     bash_compat for AL2's bash 4.2. openssl_102: AL2's OpenSSL 1.0.2k option surface.
@@ -158,16 +159,17 @@ PROFILES = {
         "ubuntu",
         'NAME="Ubuntu"\nVERSION_ID="22.04"\nID=ubuntu\nID_LIKE=debian\nPRETTY_NAME="Ubuntu 22.04.5 LTS (node lab)"\n',
         al_trust=False,
-        containerd=("1.6", "2"),
+        containerd=("1.7", "2"),  # Ubuntu 22.04/24.04 package containerd 1.7
         systemd=249,
     ),
-    # AL2 EKS AMI: systemd 219, bash 4.2, OpenSSL 1.0.2k; containerd 1.7 (the lab's 1.6 is the
-    # nearest Debian has); cri-tools installed (awslabs/amazon-eks-ami pull request #1234).
+    # AL2 EKS AMI: systemd 219, bash 4.2, OpenSSL 1.0.2k; containerd 1.7 ("containerd_version":
+    # "1.7.*"); cri-tools installed (awslabs/amazon-eks-ami commit 7fa037a, "Use crictl to pull
+    # sandbox image (#1605)": `sudo yum install -y cri-tools`), no /etc/crictl.yaml.
     "al2": Profile(
         "al2",
         AL2_OS_RELEASE,
         al_trust=True,
-        containerd=("1.6",),
+        containerd=("1.7",),
         systemd=219,
         sh="bash",
         bash_compat="42",
@@ -192,7 +194,7 @@ PROFILES = {
         "bottlerocket",
         AL2_OS_RELEASE,
         al_trust=True,
-        containerd=("2", "1.6"),
+        containerd=("2", "1.7"),  # Bottlerocket: 1.7 before its k8s-1.33 variants, then 2.x
         crictl=False,
         sh="bash",
         bash_compat="42",
@@ -622,8 +624,8 @@ class NodeLab:
         self.profile = PROFILES[os_family]
         self.os_family = os_family
         self.containerd_version = containerd or self.profile.containerd[0]
-        if self.containerd_version not in ("1.6", "2"):
-            raise ValueError("containerd must be '1.6' (Debian 12) or '2' (Debian sid)")
+        if self.containerd_version not in ("1.6", *fetched_containerd.SUITES):
+            raise ValueError("containerd must be '1.6' (Debian 12), '1.7' (Debian trixie) or '2' (Debian sid)")
         self.has_crictl = self.profile.crictl if crictl is None else crictl
         self.control: subprocess.Popen[bytes] | None = None  # Bottlerocket: the control container
         self._registry = registry
@@ -742,12 +744,12 @@ class NodeLab:
             self._registry = None
 
     def _containerd_binaries(self) -> Path | None:
-        """Directory of the 2.x binaries (fetched once), or None for the system's 1.6."""
+        """Directory of the fetched binaries (1.7, 2.x), or None for the system's 1.6."""
         if self.containerd_version == "1.6":
             return None
-        directory, why = containerd2.ensure()
+        directory, why = fetched_containerd.ensure(self.containerd_version)
         if directory is None:
-            raise RuntimeError(f"node lab containerd 2.x unavailable: {why}")
+            raise RuntimeError(f"node lab containerd {self.containerd_version} unavailable: {why}")
         return directory
 
     def _prepare_files(self) -> None:
@@ -802,7 +804,7 @@ class NodeLab:
             stand_ins["openssl"] = standins.OPENSSL_102
         self._write_stand_ins(self.bin_dir, stand_ins, subst)
         if self.containerd_dir is not None:
-            for name in containerd2.BINARIES:
+            for name in fetched_containerd.BINARIES:
                 (self.bin_dir / name).symlink_to(self.containerd_dir / name)
 
     @staticmethod
@@ -816,7 +818,7 @@ class NodeLab:
 
     def _containerd_config(self) -> str:
         """The config an EKS image writes, moved into the lab: AL2's version 2 config
-        (imports config.d, CRI registry config_path certs.d:docker/certs.d) for 1.6, and the
+        (imports config.d, CRI registry config_path certs.d:docker/certs.d) for 1.x, and the
         version 3 config AL2023's nodeadm writes for 2.x (awslabs/amazon-eks-ami,
         nodeadm/internal/containerd/config.template.toml: discard_unpacked_layers = true,
         config_path = "/etc/containerd/certs.d:/etc/docker/certs.d")."""
@@ -832,7 +834,7 @@ class NodeLab:
             f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n'
         )
         snapshotters = [f"io.containerd.snapshotter.v1.{n}" for n in ("btrfs", "zfs", "devmapper", "aufs")]
-        if self.containerd_version == "1.6":
+        if self.containerd_version != "2":
             cri = 'plugins."io.containerd.grpc.v1.cri"'
             return (
                 "version = 2\n" + f"disabled_plugins = {json.dumps(snapshotters)}\n" + common + f"[{cri}]\n"

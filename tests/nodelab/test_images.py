@@ -20,7 +20,7 @@ def in_node(lab: NodeLab, command: str) -> tuple[int, str]:
 
 # AL2: systemd 219 ------------------------------------------------------------------------------
 def test_al2_systemctl_refuses_options_newer_than_systemd_219(node_lab):
-    al2, al2023 = node_lab("al2", "1.6"), node_lab("al2023", "2")
+    al2, al2023 = node_lab("al2", "1.7"), node_lab("al2023", "2")
     pid = al2.containerd_pid()
     assert in_node(al2, "systemctl show -p MainPID containerd") == (0, f"MainPID={pid}\n")
     code, out = in_node(al2, "systemctl show --value -p MainPID containerd")
@@ -34,7 +34,7 @@ def test_al2_systemctl_refuses_options_newer_than_systemd_219(node_lab):
 
 
 def test_al2_openssl_has_the_option_surface_of_1_0_2(node_lab):
-    lab = node_lab("al2", "1.6")
+    lab = node_lab("al2", "1.7")
     code, out = in_node(lab, "openssl version")
     assert out.startswith("OpenSSL 1.0.2k")
     code, out = in_node(lab, "openssl s_client -connect 127.0.0.1:1 -no-CApath </dev/null")
@@ -50,7 +50,7 @@ def test_al2_openssl_has_the_option_surface_of_1_0_2(node_lab):
 
 
 def test_al2_sh_is_bash_in_posix_mode_with_bash_4_2_compat(node_lab):
-    lab = node_lab("al2", "1.6")
+    lab = node_lab("al2", "1.7")
     code, out = in_node(lab, 'echo "$BASH_COMPAT"; set -o | grep "^posix"')
     assert code == 0, out
     assert out.split() == ["42", "posix", "on"]
@@ -58,7 +58,7 @@ def test_al2_sh_is_bash_in_posix_mode_with_bash_4_2_compat(node_lab):
 
 # crictl ----------------------------------------------------------------------------------------
 def test_crictl_needs_an_explicit_endpoint_as_on_eks_images(node_lab):
-    lab = node_lab("al2", "1.6")
+    lab = node_lab("al2", "1.7")
     code, out = in_node(lab, "crictl info")
     assert code == 1, out
     assert "no runtime endpoint" in out
@@ -90,9 +90,22 @@ def test_al2023_canary_pulls_through_the_daemon_so_it_fails_while_kubelet_would(
     assert code == 0, f"the client-side pull should succeed (that is why it is no canary): {out}"
 
 
-@pytest.mark.parametrize("profile", ["debian", "ubuntu"])
-def test_no_crictl_on_containerd_1_6_means_no_honest_canary_and_no_false_failure(make_lab, profile):
-    lab = make_lab(profile, "1.6", crictl=False)
+def test_containerd_1_7_ctr_pulls_client_side_so_it_is_no_canary(make_lab):
+    """containerd 1.x's `ctr images pull` pulls in ctr's own process (1.7: `--local` defaults to
+    true, containerd cmd/ctr/commands/images/pull.go): it succeeds while CRI still fails."""
+    lab = make_lab("ubuntu", "1.7")
+    lab.trust_ca_without_restart()
+    assert_pull_fails_x509(lab, "CRI after the CA was trusted, containerd not restarted")
+    code, out = in_node(
+        lab, f"ctr --address /run/containerd/containerd.sock --namespace k8s.io images pull {lab.image}"
+    )
+    assert code == 0, f"ctr 1.7's default pull is client-side and sees the new CA: {out}"
+    assert_pull_fails_x509(lab, "CRI, right after ctr's pull succeeded")
+
+
+@pytest.mark.parametrize(("profile", "containerd"), [("debian", "1.6"), ("ubuntu", "1.7")])
+def test_no_crictl_on_containerd_1_means_no_honest_canary_and_no_false_failure(make_lab, profile, containerd):
+    lab = make_lab(profile, containerd, crictl=False)
     lab.trust_ca_without_restart()
     r = assert_success(lab.run_script(lab.script_env()))
     assert r["verification_level"] == "tls-only"
@@ -144,7 +157,7 @@ def test_hosts_toml_falls_back_where_the_transfer_service_would_ignore_it(make_l
 
 
 # Bottlerocket ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("containerd", ["2", "1.6"])
+@pytest.mark.parametrize("containerd", ["2", "1.7"])
 def test_bottlerocket_control_container_has_apiclient_and_none_of_the_host_tools(node_lab, containerd):
     lab = node_lab("bottlerocket", containerd)
     code, out = in_node(
@@ -193,7 +206,7 @@ def test_bottlerocket_rotation_replaces_the_bundle_and_restarts_containerd_once(
 # The control side reads what the script prints on each image ---------------------------------
 @pytest.mark.parametrize(
     ("profile", "containerd", "level"),
-    [("al2", "1.6", "cri-pull"), ("al2023", "2", "daemon-pull"), ("bottlerocket", "2", "settings-readback")],
+    [("al2", "1.7", "cri-pull"), ("al2023", "2", "daemon-pull"), ("bottlerocket", "2", "settings-readback")],
 )
 def test_the_status_handler_records_each_images_result_line_as_succeeded(make_lab, profile, containerd, level):
     from eks_ca_remediator.decisions import outcome_of  # noqa: PLC0415

@@ -20,12 +20,12 @@ X509 = "x509: certificate signed by unknown authority"
 NODES = [
     ("debian", "1.6"),
     ("debian", "2"),
-    ("ubuntu", "1.6"),
+    ("ubuntu", "1.7"),
     ("ubuntu", "2"),
-    ("al2", "1.6"),
+    ("al2", "1.7"),
     ("al2023", "2"),
     ("bottlerocket", "2"),
-    ("bottlerocket", "1.6"),
+    ("bottlerocket", "1.7"),
 ]
 LINUX_NODES = [n for n in NODES if n[0] != "bottlerocket"]
 BOTTLEROCKET_NODES = [n for n in NODES if n[0] == "bottlerocket"]
@@ -129,7 +129,7 @@ def test_every_strategy_fixes_the_node_and_reports_what_it_did(make_lab, node, s
     assert r["os_family"] == lab.os_family
     assert r["strategy_requested"] == strategy
     assert r["containerd_before"]["pid"] == pid
-    assert r["containerd_version"].startswith("1.6" if lab.containerd_version == "1.6" else "2.")
+    assert r["containerd_version"].startswith(f"{lab.containerd_version}.")
     assert r["registry_config_path"] == "/etc/containerd/certs.d:/etc/docker/certs.d"
     if strategy == "hosts-toml":
         assert r["strategy_used"] == "hosts-toml"
@@ -269,11 +269,11 @@ def test_hosts_toml_needs_a_registry_host(shared_lab):
 
 
 # containerd reads hosts.toml only from its registry config_path: an import that takes
-# certs.d off the path (1.6, version 2 config), and the empty config_path that
+# certs.d off the path (1.x, version 2 config), and the empty config_path that
 # `containerd config default` prints on 2.x (version 3 config), both fall back to the trust
 # store with a restart, and say why.
 CONFIG_WITHOUT_CERTS_D = {
-    "1.6": (
+    "1.7": (
         "/etc/containerd/config.d/90-registry.toml",
         'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/docker/certs.d"\n',
         "/etc/docker/certs.d",
@@ -286,10 +286,10 @@ CONFIG_WITHOUT_CERTS_D = {
 }
 
 
-@pytest.mark.parametrize("node", [("debian", "1.6"), ("al2", "1.6"), ("al2023", "2"), ("ubuntu", "2")], ids=node_id)
+@pytest.mark.parametrize("node", [("debian", "1.6"), ("al2", "1.7"), ("al2023", "2"), ("ubuntu", "2")], ids=node_id)
 def test_hosts_toml_falls_back_to_the_trust_store_when_containerd_does_not_read_certs_d(make_lab, node):
     lab = make_lab(*node)
-    path, text, effective = CONFIG_WITHOUT_CERTS_D[lab.containerd_version]
+    path, text, effective = CONFIG_WITHOUT_CERTS_D["2" if lab.containerd_version == "2" else "1.7"]
     lab.write_file(path, text)
     pid = lab.restart_containerd()  # containerd now runs with that config
     lab.trust_ca_without_restart()
@@ -515,7 +515,7 @@ def test_canary_reports_failure_when_the_registry_is_signed_by_another_ca(make_l
 
 
 # 11 ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("node", [("debian", "1.6"), ("ubuntu", "2"), ("al2", "1.6"), ("al2023", "2")], ids=node_id)
+@pytest.mark.parametrize("node", [("debian", "1.6"), ("ubuntu", "2"), ("al2", "1.7"), ("al2023", "2")], ids=node_id)
 def test_a_failed_trust_refresh_puts_the_previous_trust_state_back(make_lab, node):
     lab = make_lab(*node)
     pid = lab.containerd_pid()

@@ -1,12 +1,13 @@
-"""containerd 2.x for the node lab, as AL2023 EKS nodes run it, without touching the machine.
+"""containerd versions EKS images run, for the node lab, without touching the machine.
 
-Debian 12 packages containerd 1.6. Debian sid's `containerd` package (2.1.x) runs on Debian 12:
-its binaries need only libc. `ensure()` fetches it once with `apt-get download` from a sid
-source list private to the lab (own sourcelist, lists and cache directories, so the machine's
-apt state is untouched), unpacks it with `dpkg -x` into a cache directory and returns the
-directory holding `containerd`, `containerd-shim-runc-v2` and `ctr`. The system's containerd
-1.6 is never replaced. Concurrent callers (pytest-xdist workers) share one fetch through a
-file lock.
+Debian 12 packages containerd 1.6. AL2 EKS AMIs and Ubuntu run 1.7, AL2023 2.x
+(awslabs/amazon-eks-ami: "containerd_version": "1.7.*" for AL2, "2.*" for AL2023). Debian
+trixie's `containerd` package (1.7.x) and sid's (2.1.x) run on Debian 12: their binaries need
+only libc. `ensure(version)` fetches one once with `apt-get download` from a source list private
+to the lab (own sourcelist, lists and cache directories, so the machine's apt state is
+untouched), unpacks it with `dpkg -x` into a cache directory and returns the directory holding
+`containerd`, `containerd-shim-runc-v2` and `ctr`. The system's containerd 1.6 is never
+replaced. Concurrent callers (pytest-xdist workers) share one fetch through a file lock.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("NODELAB_CACHE", str(ROOT / ".nodelab")))
 BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr")
+# lab version -> Debian suite whose containerd package is that version
+SUITES = {"1.7": "trixie", "2": "sid"}
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
@@ -40,13 +43,13 @@ def _mirror() -> str:
     return DEFAULT_MIRROR
 
 
-def bin_dir() -> Path:
-    return CACHE / "containerd-2" / "usr" / "bin"
+def bin_dir(version: str) -> Path:
+    return CACHE / f"containerd-{version}" / "usr" / "bin"
 
 
-def version(directory: Path | None = None) -> str:
-    """`containerd --version` of the unpacked 2.x binaries ("" when absent)."""
-    binary = (directory or bin_dir()) / "containerd"
+def binary_version(directory: Path) -> str:
+    """`containerd --version` of the unpacked binaries ("" when absent)."""
+    binary = directory / "containerd"
     if not binary.exists():
         return ""
     out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False)
@@ -54,29 +57,29 @@ def version(directory: Path | None = None) -> str:
     return match.group(1) if match else ""
 
 
-def ensure() -> tuple[Path | None, str]:
-    """(directory of the 2.x binaries, "") or (None, one-line reason it cannot be had)."""
-    target = bin_dir()
+def ensure(version: str) -> tuple[Path | None, str]:
+    """(directory of containerd `version`'s binaries, "") or (None, one-line reason it cannot be had)."""
+    target = bin_dir(version)
     if all((target / b).exists() for b in BINARIES):
         return target, ""
     for tool in ("apt-get", "dpkg"):
         if shutil.which(tool) is None:
-            return None, f"containerd 2.x for the node lab needs {tool} (Debian)"
+            return None, f"containerd {version} for the node lab needs {tool} (Debian)"
     CACHE.mkdir(parents=True, exist_ok=True)
-    with (CACHE / ".containerd-2.lock").open("w") as lock:
+    with (CACHE / f".containerd-{version}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if all((target / b).exists() for b in BINARIES):
             return target, ""
-        return _fetch(target)
+        return _fetch(version, SUITES[version], target)
 
 
-def _fetch(target: Path) -> tuple[Path | None, str]:
-    work = CACHE / "apt-sid"
+def _fetch(version: str, suite: str, target: Path) -> tuple[Path | None, str]:
+    work = CACHE / f"apt-{suite}"
     shutil.rmtree(work, ignore_errors=True)
     (work / "lists" / "partial").mkdir(parents=True)
     (work / "cache" / "archives" / "partial").mkdir(parents=True)
     signed = f"[signed-by={KEYRING}] " if Path(KEYRING).exists() else ""
-    (work / "sources.list").write_text(f"deb {signed}{_mirror()} sid main\n")
+    (work / "sources.list").write_text(f"deb {signed}{_mirror()} {suite} main\n")
     options = [
         "-o",
         f"Dir::Etc::sourcelist={work / 'sources.list'}",
@@ -96,18 +99,22 @@ def _fetch(target: Path) -> tuple[Path | None, str]:
         )
         if result.returncode != 0:
             why = (result.stderr or result.stdout).strip().splitlines()
-            return None, f"apt-get {step[0]} of Debian sid's containerd failed: {why[-1] if why else result.returncode}"
+            return (
+                None,
+                f"apt-get {step[0]} of Debian {suite}'s containerd failed: {why[-1] if why else result.returncode}",
+            )
     debs = sorted(work.glob("containerd_*.deb"))
     if not debs:
         return None, "apt-get download containerd produced no .deb"
-    unpack = CACHE / "containerd-2.tmp"
+    unpack = CACHE / f"containerd-{version}.tmp"
     shutil.rmtree(unpack, ignore_errors=True)
     result = subprocess.run(["dpkg", "-x", str(debs[-1]), str(unpack)], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         return None, f"dpkg -x {debs[-1].name} failed: {result.stderr.strip()[:200]}"
-    shutil.rmtree(CACHE / "containerd-2", ignore_errors=True)
-    unpack.rename(CACHE / "containerd-2")
+    shutil.rmtree(CACHE / f"containerd-{version}", ignore_errors=True)
+    unpack.rename(CACHE / f"containerd-{version}")
     shutil.rmtree(work, ignore_errors=True)
-    if not version(target).startswith("2."):
-        return None, f"the unpacked containerd is not 2.x ({version(target) or 'does not run'})"
+    found = binary_version(target)
+    if not found.startswith(f"{version}."):
+        return None, f"Debian {suite}'s containerd is {found or 'not runnable'}, not {version}.x"
     return target, ""
