@@ -32,18 +32,8 @@ for entry in (str(ROOT / "tools"), str(ROOT)):
         sys.path.insert(0, entry)
 
 from tests.nodelab.cri.client import CriClient  # noqa: E402
-from tests.nodelab.lab import NodeLab, Registry, lab_available  # noqa: E402
+from tests.nodelab.lab import NODES, NodeLab, Registry, lab_available  # noqa: E402
 
-NODES = [
-    ("debian", "1.6"),
-    ("debian", "2"),
-    ("ubuntu", "1.7"),
-    ("ubuntu", "2"),
-    ("al2", "1.7"),
-    ("al2023", "2"),
-    ("bottlerocket", "2"),
-    ("bottlerocket", "1.7"),
-]
 # (label, strategy, fix the node first and measure a second run)
 LINUX_CASES = [
     ("auto, containerd predates CA", "auto", False),

@@ -202,6 +202,8 @@ PROFILES = {
     ),
 }
 OS_FAMILIES = tuple(PROFILES)
+# Every (profile, containerd) node the lab runs: each image on the versions it ships.
+NODES = tuple((name, version) for name, profile in PROFILES.items() for version in profile.containerd)
 # What the control container lacks (overlay whiteouts over its /usr/bin): its image installs only
 # jq, screen, shadow-utils and the SSM agent on amazonlinux (bottlerocket-control-container
 # Dockerfile), so no openssl CLI and no systemd; the host's containerd tools are not mounted in.

@@ -9,24 +9,12 @@ import time
 
 import pytest
 
-from tests.nodelab.lab import NodeLab, ScriptRun, b64
+from tests.nodelab.lab import NODES, NodeLab, ScriptRun, b64
 
 pytestmark = pytest.mark.nodelab
 
 X509 = "x509: certificate signed by unknown authority"
 
-# (profile, containerd) of every node the lab runs: each image on what it ships, and the
-# Debian/Ubuntu and Bottlerocket nodes on both containerd versions.
-NODES = [
-    ("debian", "1.6"),
-    ("debian", "2"),
-    ("ubuntu", "1.7"),
-    ("ubuntu", "2"),
-    ("al2", "1.7"),
-    ("al2023", "2"),
-    ("bottlerocket", "2"),
-    ("bottlerocket", "1.7"),
-]
 LINUX_NODES = [n for n in NODES if n[0] != "bottlerocket"]
 BOTTLEROCKET_NODES = [n for n in NODES if n[0] == "bottlerocket"]
 STRATEGIES = ["auto", "restart", "hosts-toml"]
