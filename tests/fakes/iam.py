@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,3 +209,29 @@ def member_send_statements(enrolled: list[str], account: str, document_arn: str)
     parameters = {"EnrolledClusters": enrolled, "CentralDocumentArn": document_arn}
     deployment = Deployment.of(MEMBER_TEMPLATE, parameters, account)
     return deployment.role_statements("MemberRole", "ssm:SendCommand")
+
+
+def authorizer(
+    statements: list[Statement], document_arn: str, account: str, region: str, ec2_client: Any
+) -> Callable[[list[str]], bool]:
+    """For the fake Run Command: IAM's verdict on a SendCommand to these instance ids, each
+    judged with the tags EC2 (moto) has on it now. One refused instance refuses the request."""
+
+    def allowed(instance_ids: list[str]) -> bool:
+        pages = ec2_client.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-id", "Values": list(instance_ids)}]
+        )
+        tags = {
+            i["InstanceId"]: {t["Key"]: t["Value"] for t in i.get("Tags", [])}
+            for page in pages
+            for r in page["Reservations"]
+            for i in r["Instances"]
+        }
+        return all(
+            send_command_allowed(
+                statements, document_arn, f"arn:aws:ec2:{region}:{account}:instance/{i}", tags.get(i, {})
+            )
+            for i in instance_ids
+        )
+
+    return allowed

@@ -27,6 +27,7 @@ from eks_ca_remediator.settings import Settings, get_settings
 from moto import mock_aws
 from ssm_document import load_template
 
+from tests.fakes.iam import authorizer, home_send_statements
 from tests.fakes.pki import make_cert
 from tests.fakes.run_command import FakeClock, FakeRunCommand
 
@@ -142,6 +143,15 @@ class World:
                 }
             )
             fake_ssm = FakeRunCommand(clock=clock, document_name=DOCUMENT)
+            # IAM as template.yaml grants it to the sending functions, for the enrolled clusters
+            statements = home_send_statements(list(settings.enrolled_clusters), ACCOUNT, DOCUMENT)
+            fake_ssm.authorize = authorizer(
+                statements["OnLaunchFunction"],  # (every sending function's: test_send_policy.py)
+                f"arn:aws:ssm:{REGION}:{ACCOUNT}:document/{DOCUMENT}",
+                ACCOUNT,
+                REGION,
+                boto3.client("ec2", region_name=REGION),  # its own client: tests count the product's calls
+            )
             queue = FakeQueue(clock)
             ec2 = boto3.client("ec2", region_name=REGION)
             remediator = Remediator(

@@ -117,3 +117,9 @@ def test_one_enrolled_cluster_allows_that_one_only():
     for provisioner in PROVISIONERS:
         assert send_command_allowed(statements, DOCUMENT_ARN, instance_arn(HOME), provisioner.tags_for("prod-a"))
         assert not send_command_allowed(statements, DOCUMENT_ARN, instance_arn(HOME), provisioner.tags_for("prod_b"))
+
+
+def test_every_sending_function_gets_the_same_grant():
+    """The fake Run Command judges every send with one function's statements."""
+    grants = list(home_send_statements(ENROLLED, HOME, DOCUMENT).values())
+    assert all(g == grants[0] for g in grants)
