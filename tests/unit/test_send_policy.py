@@ -9,12 +9,15 @@ is allowed, a node of any other cluster is not, and IAM's verdict is the product
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from eks_ca_remediator.decisions import enrolled_cluster
-from eks_ca_remediator.provisioners import PROVISIONERS, NameInKey, Provisioner
+from eks_ca_remediator.provisioners import NAME_IN_KEY_PREFIXES, PROVISIONERS, NameInKey, Provisioner
 
 from tests.fakes.iam import home_send_statements, member_send_statements, send_command_allowed
 
+ROOT = Path(__file__).resolve().parents[2]
 HOME = "123456789012"
 MEMBER = "111111111111"
 REGION = "us-east-1"
@@ -123,3 +126,19 @@ def test_every_sending_function_gets_the_same_grant():
     """The fake Run Command judges every send with one function's statements."""
     grants = list(home_send_statements(ENROLLED, HOME, DOCUMENT).values())
     assert all(g == grants[0] for g in grants)
+
+
+def test_the_member_template_renders_without_the_transform_for_service_managed_stacksets():
+    """Service-managed StackSets accept no macros: tools/language_extensions.py renders
+    member-account.yaml for the enrolled clusters into plain CloudFormation."""
+    from language_extensions import render
+
+    rendered = render((ROOT / "member-account.yaml").read_text(), {"EnrolledClusters": ENROLLED})
+    assert "Transform" not in rendered
+    assert not [k for k in rendered["Resources"] if k.startswith("Fn::")]
+    for name, cluster in (("SendToNodesOfproda", "prod-a"), ("SendToNodesOfprodb", "prod_b")):
+        policy = rendered["Resources"][name]["Properties"]
+        assert policy["Roles"] == [{"Ref": "MemberRole"}]
+        assert policy["PolicyName"] == f"send-to-nodes-of-{cluster}"
+        keys = {k for s in policy["PolicyDocument"]["Statement"] for k in s["Condition"]["StringEquals"]}
+        assert keys == {f"ssm:resourceTag/{prefix}{cluster}" for prefix in NAME_IN_KEY_PREFIXES}
