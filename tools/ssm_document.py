@@ -50,7 +50,8 @@ def load_template(text: str) -> dict[str, Any]:
 
 
 def document_resource(template: dict[str, Any]) -> dict[str, Any]:
-    docs = [r for r in template["Resources"].values() if r.get("Type") == "AWS::SSM::Document"]
+    # (a Fn::ForEach loop's value is a list, not a resource)
+    docs = [r for r in template["Resources"].values() if isinstance(r, dict) and r.get("Type") == "AWS::SSM::Document"]
     if len(docs) != 1:
         raise EmbedError(f"expected exactly one AWS::SSM::Document, found {len(docs)}")
     return docs[0]

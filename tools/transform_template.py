@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from language_extensions import expand_template
 from samtranslator.internal.managed_policies import get_bundled_managed_policy_map
 from samtranslator.model.exceptions import InvalidDocumentException
 from samtranslator.parser.parser import Parser
@@ -32,6 +33,8 @@ PLACEHOLDERS = {
     "AWS::Partition": "aws",
     "AWS::StackName": "eks-ca-remediator",
 }
+# Fn::ForEach loops over these (AWS::LanguageExtensions runs before the SAM transform).
+LOOP_PARAMETERS = {"EnrolledClusters": ["prod-a", "prod-b"]}
 
 
 def _as_packaged(sam: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +49,7 @@ def _as_packaged(sam: dict[str, Any]) -> dict[str, Any]:
 
 
 def transform_file(path: Path) -> dict[str, Any]:
-    sam = _as_packaged(yaml_parse(path.read_text(encoding="utf-8")))
+    sam = _as_packaged(expand_template(yaml_parse(path.read_text(encoding="utf-8")), LOOP_PARAMETERS))
     # A session that only names a region: the translator reads no credentials and calls nothing.
     session = boto3.session.Session(region_name=PLACEHOLDERS["AWS::Region"])
     translator = Translator(None, Parser(), boto_session=session)

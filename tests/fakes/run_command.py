@@ -5,6 +5,8 @@ SendCommand and reports every invocation as Success. This fake models what our p
 on, with the API's own shapes and error codes:
 
 - agents that come Online at a given time of a controllable clock (or never);
+- IAM: SendCommand refused (AccessDeniedException) unless the template's policy allows every
+  instance, judged by tests/fakes/iam.py with the instance's tags;
 - SendCommand validation as AWS does it: 1..50 instance ids of the right pattern, our document
   only, parameters checked against the document's allowedPattern/allowedValues/maxChars
   (read from template.yaml), InvalidInstanceId for an unregistered agent, Throttling on demand;
@@ -73,6 +75,8 @@ class FakeRunCommand:
     # Bottlerocket nodes report "Bottlerocket": the agent reads NAME= of /etc/bottlerocket-release,
     # aws/amazon-ssm-agent agent/platform/platform_unix.go).
     platforms: dict[str, str] = field(default_factory=dict)
+    # IAM's verdict on a send to these instance ids (tests/fakes/iam.py); None: everything allowed.
+    authorize: Callable[[list[str]], bool] | None = None
 
     def __post_init__(self) -> None:
         self.parameters = document_content((ROOT / "template.yaml").read_text())["parameters"]
@@ -178,6 +182,8 @@ class FakeRunCommand:
     ) -> dict[str, Any]:
         self._count("SendCommand")
         op = "SendCommand"
+        if self.authorize is not None and not self.authorize(list(InstanceIds)):  # IAM comes first
+            raise client_error("AccessDeniedException", "not authorized to perform: ssm:SendCommand", op)
         if not 1 <= len(InstanceIds) <= 50:
             raise client_error("ValidationException", "InstanceIds: 1..50 items", op)
         if any(not INSTANCE_ID.fullmatch(i) for i in InstanceIds):

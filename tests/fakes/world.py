@@ -22,10 +22,12 @@ from eks_ca_remediator.adapters.records import RecordStore
 from eks_ca_remediator.adapters.ssm import RunCommand
 from eks_ca_remediator.logic.remediation import Remediator
 from eks_ca_remediator.models import AgentWaitMessage
+from eks_ca_remediator.provisioners import BY_KEY
 from eks_ca_remediator.settings import Settings, get_settings
 from moto import mock_aws
 from ssm_document import load_template
 
+from tests.fakes.iam import authorizer, home_send_statements
 from tests.fakes.pki import make_cert
 from tests.fakes.run_command import FakeClock, FakeRunCommand
 
@@ -141,6 +143,15 @@ class World:
                 }
             )
             fake_ssm = FakeRunCommand(clock=clock, document_name=DOCUMENT)
+            # IAM as template.yaml grants it to the sending functions, for the enrolled clusters
+            statements = home_send_statements(list(settings.enrolled_clusters), ACCOUNT, DOCUMENT)
+            fake_ssm.authorize = authorizer(
+                statements["OnLaunchFunction"],  # (every sending function's: test_send_policy.py)
+                f"arn:aws:ssm:{REGION}:{ACCOUNT}:document/{DOCUMENT}",
+                ACCOUNT,
+                REGION,
+                boto3.client("ec2", region_name=REGION),  # its own client: tests count the product's calls
+            )
             queue = FakeQueue(clock)
             ec2 = boto3.client("ec2", region_name=REGION)
             remediator = Remediator(
@@ -173,14 +184,12 @@ class World:
         tag_style: str = "eks",
         agent_online_after: float | None = 0.0,
         register_agent: bool = True,
+        tags: dict[str, str] | None = None,
     ) -> list[str]:
-        """Launch `count` instances tagged the way EKS/Karpenter/self-managed groups tag nodes."""
-        tags = {
-            "eks": {"eks:cluster-name": cluster, "eks:nodegroup-name": "ng-1"},
-            "karpenter": {"aws:eks:cluster-name": cluster, "karpenter.sh/nodepool": "default"},
-            "self-managed": {f"kubernetes.io/cluster/{cluster}": "owned"},
-            "none": {"Name": "bastion"},
-        }[tag_style]
+        """Launch `count` instances tagged the way a provisioner tags nodes (`tag_style`: its key in
+        provisioners.PROVISIONERS), or "none" (a bastion), or with exactly `tags`."""
+        if tags is None:
+            tags = {"Name": "bastion"} if tag_style == "none" else BY_KEY[tag_style].tags_for(cluster)
         response = self.ec2.run_instances(
             ImageId="ami-12345678",
             MinCount=count,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -283,3 +284,43 @@ def test_cache_is_cleared_between_worlds():
         first = current_bundle(one.settings, "prod-a", one.clock()).fingerprint
     with World.create() as two:  # a new CA in a new account: never the cached one
         assert current_bundle(two.settings, "prod-a", two.clock()).fingerprint != first
+
+
+def test_a_two_certificate_inline_bundle_reaches_the_functions_through_the_stacks_parameters(monkeypatch):
+    """The stack stores EnrolledClusters, CaBundleSources and CaBundleInline in SSM parameters
+    under SETTINGS_PATH (template.yaml, Settings*), not in the functions' environment (4 KB)."""
+    from eks_ca_remediator import settings as settings_module
+    from eks_ca_remediator.adapters import clients
+    from moto import mock_aws
+
+    path = "/eks-ca-remediator/settings/"
+    two = make_cert("Example Root CA 1")[0] + make_cert("Example Root CA 2")[0]
+    inline = base64.b64encode(two.encode()).decode()
+    with mock_aws():
+        clients.reset()
+        ssm = boto3.client("ssm", region_name=REGION)
+        ssm.put_parameter(Name=path + "ENROLLED_CLUSTERS", Value="prod-a,prod-b", Type="String")
+        ssm.put_parameter(Name=path + "CA_BUNDLE_SOURCES", Value=json.dumps({"*": ["inline"]}), Type="String")
+        ssm.put_parameter(Name=path + "CA_BUNDLE_INLINE", Value=inline, Type="String")
+        for key in ("ENROLLED_CLUSTERS", "CA_BUNDLE_SOURCES", "CA_BUNDLE_INLINE"):
+            monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv("RECORDS_TABLE", "remediation-records")
+        monkeypatch.setenv("DOCUMENT_NAME", "eks-ca-remediator-RemediateCa")
+        monkeypatch.setenv("SETTINGS_PATH", path)
+        settings_module.get_settings.cache_clear()
+        ca_sources.clear_cache()
+        try:
+            settings = settings_module.get_settings()
+            assert "CA_BUNDLE_INLINE" not in os.environ  # read from SSM, never from the environment
+            assert settings.enrolled_clusters == ("prod-a", "prod-b")
+            bundle = current_bundle(settings, "prod-b", datetime.now(UTC).timestamp())
+            assert len(bundle.certificates) == 2
+            ca_sources.clear_cache()
+            ssm.delete_parameter(Name=path + "ENROLLED_CLUSTERS")
+            settings_module.get_settings.cache_clear()
+            with pytest.raises(ConfigurationError, match="ENROLLED_CLUSTERS"):
+                settings_module.get_settings()
+        finally:
+            settings_module.get_settings.cache_clear()
+            ca_sources.clear_cache()
+            clients.reset()

@@ -27,6 +27,7 @@ from on_command_status import handler as status_handler
 from on_launch import handler as launch_handler
 from remediate import handler as remediate_handler
 
+from tests.fakes.iam import authorizer, member_send_statements
 from tests.fakes.run_command import FakeRunCommand
 from tests.fakes.world import ACCOUNT, DOCUMENT, REGION, LambdaContext, World, node_output
 
@@ -50,6 +51,11 @@ def central_world(**env: str) -> Iterator[tuple[World, Member]]:
     with World.create(**CENTRAL, **env) as world:
         member_ssm = FakeRunCommand(clock=world.clock, document_name=DOCUMENT_ARN, account=MEMBER)
         assumed: list[str] = []
+        setup = clients.assume_member(f"arn:aws:iam::{MEMBER}:role/{ROLE}", MEMBER)  # the test's own hands
+        # IAM as member-account.yaml grants the member role, for the same enrolled clusters
+        enrolled = list(world.settings.enrolled_clusters)
+        statements = member_send_statements(enrolled, MEMBER, DOCUMENT_ARN)
+        member_ssm.authorize = authorizer(statements, DOCUMENT_ARN, MEMBER, REGION, setup.ec2)
 
         def member_session(role_arn: str, account: str) -> clients.MemberSession:
             assumed.append(role_arn)
@@ -59,7 +65,6 @@ def central_world(**env: str) -> Iterator[tuple[World, Member]]:
         original = wiring.member_session
         wiring.member_session = member_session
         try:
-            setup = clients.assume_member(f"arn:aws:iam::{MEMBER}:role/{ROLE}", MEMBER)  # the test's own hands
             yield world, Member(member_ssm, setup.ec2, assumed)
         finally:
             wiring.member_session = original

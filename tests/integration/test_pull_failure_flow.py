@@ -278,3 +278,39 @@ def test_sample_event_for_sam_local_invoke(world):
     assert result["nodes"] == 1
     assert world.ssm.sent_to() == [[node]]
     assert SAMPLE_INSTANCE not in json.dumps(world.ssm.commands[0]["Parameters"])
+
+
+def _node_in_own_vpc(world: World, cluster: str, ip: str) -> str:
+    vpc = world.ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = world.ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
+    [node] = world.add_nodes(cluster=cluster)
+    world.ec2.terminate_instances(InstanceIds=[node])  # (add_nodes' own instance is not used)
+    instance = world.ec2.run_instances(
+        ImageId="ami-12345678",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnet,
+        PrivateIpAddress=ip,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "eks:cluster-name", "Value": cluster}]}],
+    )["Instances"][0]["InstanceId"]
+    world.ssm.register(instance)
+    return instance
+
+
+def test_two_nodes_sharing_a_private_dns_name_are_both_remediated(world):
+    """The 500-node test once saw 499: moto drew the same random private IP for two instances, so
+    two nodes had one private DNS name and the lookup by name kept only the last. In AWS the same
+    happens to nodes of VPCs with overlapping CIDRs in one account and region. Deterministic here:
+    two VPCs on 10.0.0.0/16, one node each at 10.0.0.10 (ip-10-0-0-10.ec2.internal)."""
+    first = _node_in_own_vpc(world, "prod-a", "10.0.0.10")
+    second = _node_in_own_vpc(world, "prod-b", "10.0.0.10")
+    names = hostnames(world, [first, second])
+    assert names[first] == names[second]
+    line = for_node(fixture(JOURNALD)["message"], first, names[first])
+
+    result = handler(payload([line], "fluent-bit-journald", log_group="/eks/shared/journald"), LambdaContext())
+
+    assert result["nodes"] == 2
+    assert sorted(i for ids in world.ssm.sent_to() for i in ids) == sorted([first, second])
+    assert [a["cluster"] for a in world.attempts(first)] == ["prod-a"]
+    assert [a["cluster"] for a in world.attempts(second)] == ["prod-b"]

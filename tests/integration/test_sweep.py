@@ -151,6 +151,7 @@ def test_a_change_event_sweeps_only_the_clusters_reading_that_source():
         assert h.trigger("sweep-parameter-changed.json")["clusters"] == ["prod-a"]
         assert h.trigger("sweep-s3-object-created.json") == {"action": "ignored", "clusters": []}
         assert h.trigger("sweep-secret-changed.json") == {"action": "ignored", "clusters": []}
+        assert h.trigger("sweep-secret-rotated.json") == {"action": "ignored", "clusters": []}
 
 
 def test_redelivered_trigger_and_job_send_nothing_twice():
@@ -341,3 +342,135 @@ def test_sample_sweep_job_runs_a_pass():
 def test_bad_sweep_inputs_are_clear_errors(event, message):
     with harness(), pytest.raises(InvalidRequest, match=message):
         sweep(event, SweepContext())
+
+
+# ---------------------------------------------------------------- Secrets Manager rotation
+
+
+def cloudtrail(name: str, detail: dict[str, Any], service_event: bool = False) -> dict[str, Any]:
+    """A Secrets Manager CloudTrail record as EventBridge delivers it. Shapes: API calls are
+    "AWS API Call via CloudTrail" with the call's parameters in requestParameters (camelCase of
+    the API's: UpdateSecretVersionStage SecretId/VersionStage/MoveToVersionId/RemoveFromVersionId);
+    rotation progress (RotationStarted, RotationSucceeded) is "AWS Service Event via CloudTrail",
+    eventType AwsServiceEvent, the secret in additionalEventData.SecretId
+    (https://docs.aws.amazon.com/secretsmanager/latest/userguide/cloudtrail_log_entries.html,
+    https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_UpdateSecretVersionStage.html)."""
+    return {
+        "version": "0",
+        "id": f"ct-{name}",
+        "detail-type": "AWS Service Event via CloudTrail" if service_event else "AWS API Call via CloudTrail",
+        "source": "aws.secretsmanager",
+        "account": "123456789012",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {
+            "eventVersion": "1.08",
+            "eventSource": "secretsmanager.amazonaws.com",
+            "eventName": name,
+            "awsRegion": "us-east-1",
+            "eventType": "AwsServiceEvent" if service_event else "AwsApiCall",
+            "requestParameters": None,
+            "responseElements": None,
+            **detail,
+        },
+    }
+
+
+def test_a_secrets_manager_rotation_sweeps_when_awscurrent_moves_with_the_new_bundle():
+    import boto3
+
+    with harness(CA_BUNDLE_SOURCES=json.dumps({"*": ["secretsmanager:pki/eks-ca"]})) as h:
+        w = h.world
+        secrets = boto3.client("secretsmanager", region_name="us-east-1")
+        old_ca, _ = make_cert("Secret Root 2026")
+        created = secrets.create_secret(Name="pki/eks-ca", SecretString=old_ca)
+        arn, old_version = created["ARN"], created["VersionId"]
+        nodes = remediated(w, 2)
+        old_fp = latest_succeeded(w, nodes[0])
+
+        def trigger(event: dict[str, Any]) -> dict[str, Any]:
+            w.clock.advance(w.settings.bundle_cache_seconds + 1)  # the source cache expires between steps
+            now = datetime.fromtimestamp(w.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return sweep(event | {"time": now}, LambdaContext())
+
+        # RotateSecret starts the rotation; its Lambda's createSecret step writes AWSPENDING
+        token = "c1a2b3c4-0000-4000-8000-00000000beef"
+        assert trigger(cloudtrail("RotateSecret", {"requestParameters": {"secretId": arn}})) == {
+            "action": "ignored",
+            "clusters": [],
+        }
+        assert (
+            trigger(cloudtrail("RotationStarted", {"additionalEventData": {"SecretId": arn}}, True))["clusters"] == []
+        )
+        new_ca, _ = make_cert("Secret Root 2027")
+        secrets.put_secret_value(
+            SecretId=arn, ClientRequestToken=token, SecretString=new_ca, VersionStages=["AWSPENDING"]
+        )
+        pending = {"secretId": arn, "clientRequestToken": token, "versionStages": ["AWSPENDING"]}
+        assert trigger(cloudtrail("PutSecretValue", {"requestParameters": pending}))["clusters"] == []
+        assert h.drain() == []
+        assert w.ssm.commands[-1]["Parameters"] == w.ssm.commands[0]["Parameters"]  # nothing new sent
+
+        # finishSecret: AWSCURRENT moves to the new version - the value GetSecretValue returns changes
+        secrets.update_secret_version_stage(
+            SecretId=arn, VersionStage="AWSCURRENT", MoveToVersionId=token, RemoveFromVersionId=old_version
+        )
+        moved = {
+            "secretId": arn,
+            "versionStage": "AWSCURRENT",
+            "moveToVersionId": token,
+            "removeFromVersionId": old_version,
+        }
+        assert trigger(cloudtrail("UpdateSecretVersionStage", {"requestParameters": moved}))["clusters"] == [
+            "prod-a",
+            "prod-b",
+        ]
+        h.drain()
+        w.finish_all("Success")
+        new_fp = current_bundle(w.settings, "prod-a", w.clock()).fingerprint
+        assert new_fp != old_fp
+        assert {n: fps[-1] for n, fps in h.sent_fingerprints().items()} == {n: new_fp for n in nodes}
+
+        # the rotation's end is reported too: a sweep again, which finds every node current
+        done = trigger(cloudtrail("RotationSucceeded", {"additionalEventData": {"SecretId": arn}}, True))
+        assert done["clusters"] == ["prod-a", "prod-b"]
+        sent = len(w.ssm.commands)
+        assert all(r["action"] == "complete" and r["started"] == 0 for r in h.drain())
+        assert len(w.ssm.commands) == sent
+
+
+@pytest.mark.parametrize(
+    ("name", "request_parameters", "swept"),
+    [
+        ("PutSecretValue", {"secretId": "pki/eks-ca"}, True),  # a direct write: AWSCURRENT by default
+        ("PutSecretValue", {"secretId": "pki/eks-ca", "versionStages": ["AWSCURRENT", "v2"]}, True),
+        ("UpdateSecret", {"secretId": "pki/eks-ca", "description": "x"}, True),
+        (
+            "UpdateSecretVersionStage",
+            {"secretId": "pki/eks-ca", "versionStage": "AWSPENDING", "moveToVersionId": "t"},
+            False,
+        ),
+        (
+            "UpdateSecretVersionStage",
+            {"secretId": "pki/eks-ca", "versionStage": "AWSCURRENT", "removeFromVersionId": "t"},
+            False,
+        ),
+    ],
+)
+def test_secret_writes_sweep_only_when_awscurrent_may_have_changed(name, request_parameters, swept):
+    with harness(CA_BUNDLE_SOURCES=json.dumps({"*": ["secretsmanager:pki/eks-ca"]})) as h:
+        result = h.trigger("sweep-secret-changed.json", **cloudtrail(name, {"requestParameters": request_parameters}))
+        assert result["clusters"] == (["prod-a", "prod-b"] if swept else [])
+        failed = cloudtrail(name, {"requestParameters": request_parameters, "errorCode": "AccessDeniedException"})
+        assert h.trigger("sweep-secret-changed.json", **failed)["clusters"] == []
+
+
+def test_the_secret_rule_matches_what_the_sweep_acts_on():
+    from eks_ca_remediator.sweeps import SECRET_CHANGES, SECRET_EVENT_TYPES
+    from ssm_document import load_template
+
+    rule = load_template((EVENTS.parent / "template.yaml").read_text())["Resources"]["SecretChangedRule"]
+    pattern = rule["Properties"]["EventPattern"]
+    assert set(pattern["detail"]["eventName"]) == SECRET_CHANGES
+    assert set(pattern["detail-type"]) == SECRET_EVENT_TYPES
+    assert "RotateSecret" not in SECRET_CHANGES  # it only starts a rotation

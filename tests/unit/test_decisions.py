@@ -6,6 +6,7 @@ import json
 
 import pytest
 from eks_ca_remediator.decisions import (
+    Disagreement,
     GiveUp,
     SendNow,
     WaitAgain,
@@ -13,6 +14,7 @@ from eks_ca_remediator.decisions import (
     chunks,
     cluster_names_from_tags,
     enrolled_cluster,
+    node_cluster,
     outcome_of,
     parse_node_result,
     record_status_for,
@@ -25,7 +27,12 @@ from eks_ca_remediator.models import Status
     ("tags", "expected"),
     [
         ({"eks:cluster-name": "prod-a"}, "prod-a"),
-        ({"aws:eks:cluster-name": "prod-a", "karpenter.sh/nodepool": "default"}, "prod-a"),
+        ({"eks:eks-cluster-name": "prod-a", "karpenter.sh/nodepool": "default"}, "prod-a"),
+        ({"karpenter.sh/managed-by": "prod-a"}, "prod-a"),
+        ({"sigs.k8s.io/cluster-api-provider-aws/cluster/prod-a": "owned"}, "prod-a"),
+        ({"sigs.k8s.io/cluster-api-provider-aws/cluster/prod-a": "shared"}, None),
+        # the key EKS puts on the cluster security group: no evidence nodes carry it
+        ({"aws:eks:cluster-name": "prod-a"}, None),
         ({"kubernetes.io/cluster/prod-a": "owned"}, "prod-a"),
         ({"kubernetes.io/cluster/prod-a": "shared"}, "prod-a"),
         ({"alpha.eksctl.io/cluster-name": "prod-a"}, "prod-a"),
@@ -42,6 +49,45 @@ def test_enrolled_cluster_from_the_tags_eks_karpenter_and_node_groups_set(tags, 
 def test_cluster_names_collects_every_claim():
     tags = {"eks:cluster-name": "a", "kubernetes.io/cluster/b": "owned"}
     assert cluster_names_from_tags(tags) == {"a", "b"}
+
+
+def test_tags_naming_two_clusters_disagree_and_the_reason_names_both():
+    tags = {"eks:cluster-name": "prod-a", "kubernetes.io/cluster/prod-b": "owned"}
+    decision = node_cluster(tags, ["prod-a"])
+    assert isinstance(decision, Disagreement)
+    assert decision.cluster == "prod-a"
+    assert "prod-a (eks:cluster-name=prod-a)" in decision.reason
+    assert "prod-b (kubernetes.io/cluster/prod-b=owned)" in decision.reason
+    assert enrolled_cluster(tags, ["prod-a"]) is None  # never remediated
+    # neither enrolled: not ours, nothing to record
+    assert node_cluster(tags, ["other"]) is None
+
+
+def test_tags_that_agree_are_one_claim():
+    tags = {"eks:eks-cluster-name": "prod-a", "kubernetes.io/cluster/prod-a": "owned"}
+    assert node_cluster(tags, ["prod-a"]) == "prod-a"
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {"eks:cluster-name": "prod-a;reboot"},
+        {"eks:cluster-name": "-prod"},
+        {"eks:cluster-name": "a" * 101},
+        {"eks:cluster-name": "prod-a\n"},
+        {"kubernetes.io/cluster/prod a": "owned"},
+        {"kubernetes.io/cluster/": "owned"},
+        {"eks:cluster-name": ""},
+    ],
+)
+def test_a_tag_value_that_is_not_a_cluster_name_is_ignored(tags):
+    assert cluster_names_from_tags(tags) == set()
+    assert node_cluster(tags, ["prod-a", *cluster_names_from_tags(tags)]) is None
+
+
+def test_an_invalid_name_next_to_a_valid_one_is_no_disagreement():
+    tags = {"eks:cluster-name": "prod-a", "kubernetes.io/cluster/prod a": "owned"}
+    assert node_cluster(tags, ["prod-a"]) == "prod-a"
 
 
 def test_chunks_of_fifty():

@@ -13,11 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eks_ca_remediator.provisioners import NAME_IN_KEY_PREFIXES, NAME_TAG_KEYS
+from language_extensions import expand_template
 from ssm_document import document_content, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = (ROOT / "template.yaml").read_text()
-TEMPLATE = load_template(TEXT)
+ENROLLED = ["prod-a", "prod_b"]
+# As deployed: Fn::ForEach (AWS::LanguageExtensions) expanded for two enrolled clusters.
+TEMPLATE = expand_template(load_template(TEXT), {"EnrolledClusters": ENROLLED})
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
 
 # The only actions AWS authorizes on Resource "*" alone (no resource-level permissions), which we use.
@@ -27,8 +31,13 @@ STAR_ONLY_ACTIONS = {
     "ssm:ListCommands",
     "ssm:GetCommandInvocation",
 }
-# The node tags whose VALUE names the cluster (decisions.CLUSTER_TAG_KEYS), each matched by IAM.
-TAG_KEYS = {"eks:cluster-name", "aws:eks:cluster-name", "alpha.eksctl.io/cluster-name"}
+SENDING_FUNCTIONS = {
+    "OnLaunchFunction",
+    "AgentWaitFunction",
+    "RemediateFunction",
+    "SweepFunction",
+    "PullFailureFunction",
+}
 
 
 def _listed(value: Any) -> list[Any]:
@@ -48,7 +57,7 @@ def statements() -> Iterator[tuple[str, dict[str, Any]]]:
     """Every IAM statement of the template: managed policies and functions' inline policies."""
     for name, resource in RESOURCES.items():
         props = resource.get("Properties", {})
-        if resource["Type"] == "AWS::IAM::ManagedPolicy":
+        if resource["Type"] in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
             for statement in _listed(props["PolicyDocument"]["Statement"]):
                 for s in _unwrap_if(statement):
                     yield name, s
@@ -75,10 +84,13 @@ def test_no_wildcard_actions_and_star_resources_only_for_reads_that_need_it():
 
 
 def test_send_command_only_for_our_document_and_nodes_tagged_with_an_enrolled_cluster():
+    """Who may send what to which nodes; what IAM then allows for each provisioner's tags is
+    evaluated in test_send_policy.py."""
     sends = [(where, s) for where, s in statements() if "ssm:SendCommand" in _listed(s["Action"])]
-    assert {where for where, _ in sends} == {"SendRemediationPolicy"}, "SendCommand granted outside the policy"
-    documents, tag_keys = [], set()
-    for _, statement in sends:
+    per_cluster = {f"SendToNodesOf{c.replace('-', '').replace('_', '')}" for c in ENROLLED}
+    assert {where for where, _ in sends} == {"SendRemediationPolicy"} | per_cluster, "SendCommand granted elsewhere"
+    documents, value_keys, name_in_key = [], set(), {}
+    for where, statement in sends:
         assert _listed(statement["Action"]) == ["ssm:SendCommand"]
         [resource] = _listed(statement["Resource"])
         arn = resource["Sub"]
@@ -86,24 +98,27 @@ def test_send_command_only_for_our_document_and_nodes_tagged_with_an_enrolled_cl
             assert arn.endswith(":document/${RemediationDocument}")
             assert "Condition" not in statement
             documents.append(arn)
+            continue
+        assert arn.endswith(":instance/*")
+        [(key, wanted)] = statement["Condition"]["StringEquals"].items()
+        key = key.removeprefix("ssm:resourceTag/")
+        if where == "SendRemediationPolicy":
+            assert wanted == {"Ref": "EnrolledClusters"}
+            value_keys.add(key)
         else:
-            assert arn.endswith(":instance/*")
-            [(key, clusters)] = statement["Condition"]["StringEquals"].items()
-            assert clusters == {"Ref": "EnrolledClusters"}
-            tag_keys.add(key.removeprefix("ssm:resourceTag/"))
+            name_in_key[key] = tuple(_listed(wanted))
     assert len(documents) == 1
-    assert tag_keys == TAG_KEYS
-
-
-def test_cluster_tag_keys_match_what_the_product_recognises():
-    from eks_ca_remediator.decisions import CLUSTER_TAG_KEYS
-
-    assert set(CLUSTER_TAG_KEYS) == TAG_KEYS
+    assert value_keys == set(NAME_TAG_KEYS)  # the one list (provisioners.py)
+    assert name_in_key == {prefix + c: values for prefix, values in NAME_IN_KEY_PREFIXES.items() for c in ENROLLED}
+    for name in per_cluster:  # on the roles of exactly the functions that send
+        roles = RESOURCES[name]["Properties"]["Roles"]
+        assert roles == [{"Ref": f"{f}Role"} for f in sorted(SENDING_FUNCTIONS, key=list(RESOURCES).index)]
 
 
 def test_functions_that_send_attach_the_send_policy_and_records_are_scoped_to_our_table():
     for name, props in functions().items():
         policies = props.get("Policies", [])
+        assert ({"Ref": "SendRemediationPolicy"} in policies) == (name in SENDING_FUNCTIONS), name
         assert not [p for p in policies if isinstance(p, dict) and "DynamoDBCrudPolicy" in p], name
         assert {"Ref": "RecordsTablePolicy"} in policies, name
     records = RESOURCES["RecordsTablePolicy"]["Properties"]["PolicyDocument"]["Statement"]

@@ -10,13 +10,15 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from eks_ca_remediator.models import NodeResult, Status
+from eks_ca_remediator.models import CLUSTER_NAME_RE, NodeResult, Status
+from eks_ca_remediator.provisioners import NAME_IN_KEY_PREFIXES, NAME_TAG_KEYS
 
 T = TypeVar("T")
 
 SEND_COMMAND_MAX_TARGETS = 50
-CLUSTER_TAG_KEYS = ("eks:cluster-name", "aws:eks:cluster-name", "alpha.eksctl.io/cluster-name")
-CLUSTER_TAG_PREFIX = "kubernetes.io/cluster/"
+# The node tags that name a cluster, from the one list of how provisioners tag nodes.
+CLUSTER_TAG_KEYS = NAME_TAG_KEYS  # the value names the cluster
+CLUSTER_TAG_PREFIXES = NAME_IN_KEY_PREFIXES  # the key ends in the cluster name; allowed values
 TAIL_CHARS = 2000
 
 
@@ -28,21 +30,54 @@ def chunks[T](items: Sequence[T], size: int = SEND_COMMAND_MAX_TARGETS) -> Itera
         yield list(items[start : start + size])
 
 
+def cluster_claims(tags: Mapping[str, str]) -> dict[str, list[str]]:
+    """Every cluster name the instance's tags claim, with the tags that claim it (`key=value`).
+
+    A name that is not a valid EKS cluster name is ignored: it never reaches IAM or SSM."""
+    claims: dict[str, list[str]] = {}
+    for key, value in tags.items():
+        name = None
+        if key in CLUSTER_TAG_KEYS:
+            name = value
+        else:
+            for prefix, values in CLUSTER_TAG_PREFIXES.items():
+                if key.startswith(prefix) and value in values:
+                    name = key.removeprefix(prefix)
+        if name and CLUSTER_NAME_RE.fullmatch(name):
+            claims.setdefault(name, []).append(f"{key}={value}")
+    return claims
+
+
 def cluster_names_from_tags(tags: Mapping[str, str]) -> set[str]:
-    """Every cluster name the instance's tags claim (EKS, managed node groups, Karpenter, eksctl)."""
-    names = {tags[key] for key in CLUSTER_TAG_KEYS if tags.get(key)}
-    names |= {
-        key.removeprefix(CLUSTER_TAG_PREFIX)
-        for key, value in tags.items()
-        if key.startswith(CLUSTER_TAG_PREFIX) and value in ("owned", "shared")
-    }
-    return names
+    """Every (valid) cluster name the instance's tags claim."""
+    return set(cluster_claims(tags))
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """The node's tags name more than one cluster, one of them enrolled: it is not remediated."""
+
+    cluster: str  # the (first) enrolled one: the record is kept under it
+    reason: str
+
+
+def node_cluster(tags: Mapping[str, str], enrolled: Iterable[str]) -> str | Disagreement | None:
+    """The enrolled cluster this instance is a node of; a Disagreement when its tags name several
+    clusters (one of them enrolled); None when it is not a node of an enrolled cluster."""
+    claims = cluster_claims(tags)
+    ours = sorted(set(claims) & set(enrolled))
+    if not ours:
+        return None
+    if len(claims) == 1:
+        return ours[0]
+    named = "; ".join(f"{name} ({', '.join(sorted(by))})" for name, by in sorted(claims.items()))
+    return Disagreement(ours[0], f"node tags name different clusters: {named}; not remediated")
 
 
 def enrolled_cluster(tags: Mapping[str, str], enrolled: Iterable[str]) -> str | None:
-    """The enrolled cluster this instance is a node of, or None when it is not one of ours."""
-    matches = sorted(cluster_names_from_tags(tags) & set(enrolled))
-    return matches[0] if matches else None
+    """The enrolled cluster this instance is a node of, or None (not ours, or tags that disagree)."""
+    cluster = node_cluster(tags, enrolled)
+    return cluster if isinstance(cluster, str) else None
 
 
 @dataclass(frozen=True)

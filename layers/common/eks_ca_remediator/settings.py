@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -176,7 +176,39 @@ class Settings(BaseModel):
             raise ConfigurationError(f"invalid configuration: {problems}") from exc
 
 
+# Settings that may be long live in SSM parameters the stack creates, one per variable, under
+# SETTINGS_PATH (<path><VARIABLE>): Lambda limits a function's whole environment to 4 KB
+# (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html), which a CA bundle or
+# a long cluster list would exceed. An absent parameter is an empty value (SSM holds no empty
+# strings); a variable set in the environment wins (tests, local runs).
+SETTINGS_PATH = "SETTINGS_PATH"
+STORED_SETTINGS = ("ENROLLED_CLUSTERS", "CA_BUNDLE_SOURCES", "CA_BUNDLE_INLINE")
+
+
+def stored_settings(path: str, ssm: Any) -> dict[str, str]:
+    """The STORED_SETTINGS under `path` (GetParametersByPath, one page for three parameters)."""
+    found: dict[str, str] = {}
+    for page in ssm.get_paginator("get_parameters_by_path").paginate(Path=path.rstrip("/"), Recursive=False):
+        for parameter in page["Parameters"]:
+            name = parameter["Name"].rsplit("/", 1)[-1]
+            if name in STORED_SETTINGS:
+                found[name] = parameter["Value"]
+    return found
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The settings of this Lambda environment, parsed on first use (tests call cache_clear)."""
-    return Settings.from_env(os.environ)
+    environ = dict(os.environ)
+    path = environ.get(SETTINGS_PATH, "")
+    if path:
+        from botocore.exceptions import ClientError
+
+        from eks_ca_remediator.adapters import clients
+
+        try:
+            environ = stored_settings(path, clients.client("ssm")) | {k: v for k, v in environ.items() if v}
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise ConfigurationError(f"cannot read the settings under {path}: {error.get('Code')}") from exc
+    return Settings.from_env(environ)

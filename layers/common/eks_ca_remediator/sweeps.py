@@ -27,7 +27,41 @@ from eks_ca_remediator.safety import COOLDOWN_AFTER, cooling_down
 from eks_ca_remediator.sources import BundleSource, SourceChange, SourceKind, clusters_using
 
 FINGERPRINT_RE = r"^([0-9a-f]{64})?$"
-SECRET_CHANGES = frozenset({"PutSecretValue", "UpdateSecret", "RotateSecret", "RestoreSecret"})
+# Secrets Manager events after which GetSecretValue (AWSCURRENT, what a sweep reads) may return a
+# new value, as CloudTrail records them (https://docs.aws.amazon.com/secretsmanager/latest/userguide/cloudtrail_log_entries.html):
+# - PutSecretValue / UpdateSecret: a direct write; it becomes AWSCURRENT unless the call names
+#   other stages (a rotation's createSecret step writes with VersionStages [AWSPENDING]:
+#   https://docs.aws.amazon.com/secretsmanager/latest/userguide/rotate-secrets_lambda-functions.html);
+# - UpdateSecretVersionStage moving AWSCURRENT (the rotation's finishSecret step: VersionStage
+#   AWSCURRENT, MoveToVersionId the new version) - where a rotation completes;
+# - RotationSucceeded, the service event ("AWS Service Event via CloudTrail") once a rotation
+#   started by RotateSecret completes (secret in additionalEventData.SecretId);
+# - RestoreSecret: a deleted secret is back.
+# RotateSecret itself only STARTS an asynchronous rotation: AWSCURRENT has not moved yet.
+SECRET_CHANGES = frozenset(
+    {"PutSecretValue", "UpdateSecret", "UpdateSecretVersionStage", "RotationSucceeded", "RestoreSecret"}
+)
+SECRET_EVENT_TYPES = frozenset({"AWS API Call via CloudTrail", "AWS Service Event via CloudTrail"})
+CURRENT = "AWSCURRENT"
+# A Secrets Manager event that leaves AWSCURRENT where it was: nothing to sweep.
+NO_CHANGE = SourceChange(SourceKind.SECRETS_MANAGER, "")
+
+
+def changed_secret(detail: Mapping[str, Any]) -> str:
+    """The secret whose AWSCURRENT value this CloudTrail record may have changed, or ""."""
+    name = detail.get("eventName")
+    request = detail.get("requestParameters") or {}
+    if detail.get("errorCode") or name not in SECRET_CHANGES:
+        return ""  # a failed call changed nothing
+    if name == "UpdateSecretVersionStage" and (
+        request.get("versionStage") != CURRENT or not request.get("moveToVersionId")
+    ):
+        return ""  # another label moved (AWSPENDING, AWSPREVIOUS, custom), or AWSCURRENT was only removed
+    if name == "PutSecretValue" and CURRENT not in (request.get("versionStages") or [CURRENT]):
+        return ""  # e.g. a rotation's AWSPENDING version: not what GetSecretValue returns yet
+    if name == "RotationSucceeded":
+        return str((detail.get("additionalEventData") or {}).get("SecretId") or request.get("secretId") or "")
+    return str(request.get("secretId") or "")
 
 
 class SweepJob(BaseModel):
@@ -71,9 +105,9 @@ def source_change(trigger: SweepTrigger) -> SourceChange | None:
         case ("aws.s3", "Object Created"):
             bucket = str(detail.get("bucket", {}).get("name", ""))
             return SourceChange(SourceKind.S3, f"{bucket}/{detail.get('object', {}).get('key', '')}")
-        case ("aws.secretsmanager", "AWS API Call via CloudTrail") if detail.get("eventName") in SECRET_CHANGES:
-            secret = (detail.get("requestParameters") or {}).get("secretId", "")
-            return SourceChange(SourceKind.SECRETS_MANAGER, str(secret))
+        case ("aws.secretsmanager", event_type) if event_type in SECRET_EVENT_TYPES:
+            secret = changed_secret(detail)
+            return SourceChange(SourceKind.SECRETS_MANAGER, secret) if secret else NO_CHANGE
     raise InvalidRequest(f"sweep trigger: unsupported event {trigger.source} / {trigger.detail_type}")
 
 
@@ -82,6 +116,8 @@ def clusters_to_sweep(trigger: SweepTrigger, sources: Mapping[str, tuple[BundleS
     change = source_change(trigger)
     if change is None:
         return sorted(sources)
+    if change is NO_CHANGE:
+        return []
     found = clusters_using(sources, change)
     if change.kind is SourceKind.S3 and not found:  # EventBridge may carry the key URL-encoded
         found = clusters_using(sources, SourceChange(SourceKind.S3, unquote_plus(change.name)))

@@ -85,7 +85,8 @@ def _s3(source: BundleSource) -> str:
 
 
 def _secret(source: BundleSource) -> str:
-    response = clients.client("secretsmanager").get_secret_value(SecretId=source.location)
+    # AWSCURRENT, explicitly: a rotation's AWSPENDING version is not the bundle until it moves
+    response = clients.client("secretsmanager").get_secret_value(SecretId=source.location, VersionStage="AWSCURRENT")
     if "SecretString" not in response:
         raise BundleError(f"CA bundle source {source.uri} is a binary secret; store the PEM as a secret string")
     return response["SecretString"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from eks_ca_remediator.decisions import CLUSTER_TAG_KEYS, CLUSTER_TAG_PREFIX, chunks
+from eks_ca_remediator.decisions import CLUSTER_TAG_KEYS, CLUSTER_TAG_PREFIXES, chunks
 from eks_ca_remediator.errors import InstanceNotFound
 
 
@@ -41,7 +41,7 @@ class Ec2Reader:
         self._ec2 = ec2_client
         self._cache_seconds = cache_seconds
         self._clock = clock
-        self._cache: dict[str, tuple[float, Instance | None]] = {}
+        self._cache: dict[str, tuple[float, Any]] = {}  # (expiry, an Instance, a list of them, or None)
 
     def _describe(self, **kwargs: Any) -> list[Instance]:
         found = []
@@ -71,22 +71,24 @@ class Ec2Reader:
         """`instances()`, remembered for cache_seconds in this warm Lambda (log floods repeat nodes)."""
         return self._cached("id:", instance_ids, self.instances)
 
-    def by_private_dns_name(self, hostnames: Sequence[str]) -> dict[str, Instance]:
-        """Instances by private DNS name: up to 200 names per DescribeInstances call (filter
-        private-dns-name), remembered for cache_seconds in this warm Lambda - unknown names too."""
+    def by_private_dns_name(self, hostnames: Sequence[str]) -> dict[str, list[Instance]]:
+        """EVERY instance under each private DNS name: up to 200 names per DescribeInstances call
+        (filter private-dns-name), remembered for cache_seconds in this warm Lambda - unknown names
+        too. A name is unique only within a VPC: VPCs with overlapping CIDRs in one account and
+        region (each cluster's VPC on eksctl's default 192.168.0.0/16, say) give instances the
+        same ip-<a>-<b>-<c>-<d> name, so one name may be several instances, none to be dropped."""
         return self._cached("dns:", hostnames, self._describe_by_dns_name)
 
-    def _describe_by_dns_name(self, hostnames: Sequence[str]) -> dict[str, Instance]:
-        found: dict[str, Instance] = {}
+    def _describe_by_dns_name(self, hostnames: Sequence[str]) -> dict[str, list[Instance]]:
+        found: dict[str, list[Instance]] = {}
         for batch in chunks(list(hostnames), DESCRIBE_BATCH):
-            found.update(
-                (i.private_dns_name, i) for i in self._describe(Filters=[{"Name": "private-dns-name", "Values": batch}])
-            )
+            for instance in self._describe(Filters=[{"Name": "private-dns-name", "Values": batch}]):
+                found.setdefault(instance.private_dns_name, []).append(instance)
         return found
 
-    def _cached(
-        self, kind: str, keys: Sequence[str], fetch: Callable[[Sequence[str]], dict[str, Instance]]
-    ) -> dict[str, Instance]:
+    def _cached[V](
+        self, kind: str, keys: Sequence[str], fetch: Callable[[Sequence[str]], dict[str, V]]
+    ) -> dict[str, V]:
         now = self._clock()
         wanted = list(dict.fromkeys(keys))
         known = {k: hit for k in wanted if (hit := self._cache.get(kind + k)) is not None and hit[0] > now}
@@ -106,11 +108,14 @@ class Ec2Reader:
         return found
 
     def running_cluster_nodes(self, cluster: str) -> list[Instance]:
-        """Running instances carrying any of the tags EKS, node groups and Karpenter put on nodes."""
+        """Running instances carrying any of the tags provisioners put on nodes (provisioners.py)."""
         running = {"Name": "instance-state-name", "Values": ["running"]}
         filters: Iterable[list[dict[str, Any]]] = [
             *([{"Name": f"tag:{key}", "Values": [cluster]}, running] for key in CLUSTER_TAG_KEYS),
-            [{"Name": "tag-key", "Values": [f"{CLUSTER_TAG_PREFIX}{cluster}"]}, running],
+            *(
+                [{"Name": f"tag:{prefix}{cluster}", "Values": list(values)}, running]
+                for prefix, values in CLUSTER_TAG_PREFIXES.items()
+            ),
         ]
         nodes: dict[str, Instance] = {}
         for flt in filters:

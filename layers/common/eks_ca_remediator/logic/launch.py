@@ -6,7 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from eks_ca_remediator.decisions import enrolled_cluster
+from eks_ca_remediator.decisions import Disagreement, node_cluster
 from eks_ca_remediator.errors import InstanceNotFound
 from eks_ca_remediator.logic.plans import build_plan
 from eks_ca_remediator.logic.remediation import Remediator
@@ -24,7 +24,11 @@ def on_launch(event: InstanceStateChange, remediator: Remediator) -> dict[str, A
     except InstanceNotFound:
         logger.warning("launched instance not found in EC2", instance_id=instance_id)
         return {"action": "ignored", "reason": "instance not found", "instance_id": instance_id}
-    cluster = enrolled_cluster(instance.tags, remediator.settings.enrolled_clusters)
+    cluster = node_cluster(instance.tags, remediator.settings.enrolled_clusters)
+    if isinstance(cluster, Disagreement):
+        plan = build_plan(remediator.settings, Trigger.LAUNCH, remediator.clock(), cluster=cluster.cluster)
+        skipped = remediator.skip_disagreeing([(instance_id, cluster)], plan, event.id, event.time.timestamp())
+        return {"action": "skipped", "reason": cluster.reason, "records": skipped}
     if cluster is None:
         logger.info("not a node of an enrolled cluster", instance_id=instance_id)
         return {

@@ -6,7 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from eks_ca_remediator.decisions import enrolled_cluster
+from eks_ca_remediator.decisions import Disagreement, node_cluster
 from eks_ca_remediator.errors import InstanceNotFound, InvalidRequest
 from eks_ca_remediator.logic.plans import build_plan
 from eks_ca_remediator.logic.remediation import Remediator
@@ -16,20 +16,19 @@ from eks_ca_remediator.safety import Breaker
 logger = Logger(child=True)
 
 
-def _targets(request: ManualRequest, remediator: Remediator) -> list[Target]:
+Skipped = list[tuple[str, Disagreement]]
+
+
+def _targets(request: ManualRequest, remediator: Remediator) -> tuple[list[Target], Skipped]:
+    """The nodes to remediate, and those whose tags name more than one cluster (recorded SKIPPED)."""
     enrolled = remediator.settings.enrolled_clusters
     if request.cluster is not None:
         if request.cluster not in enrolled:
             raise InvalidRequest(f"cluster {request.cluster!r} is not enrolled (enrolled: {', '.join(enrolled)})")
-        nodes = remediator.ec2.running_cluster_nodes(request.cluster)
-        targets = [
-            Target(instance_id=n.instance_id, cluster=request.cluster)
-            for n in nodes
-            if enrolled_cluster(n.tags, [request.cluster]) == request.cluster
-        ]
-        if not targets:
+        nodes, disagreeing = remediator.cluster_nodes(request.cluster)
+        if not nodes and not disagreeing:
             raise InvalidRequest(f"cluster {request.cluster!r} has no running nodes")
-        return targets
+        return [Target(instance_id=i, cluster=request.cluster) for i in nodes], disagreeing
     assert request.instance_id is not None
     try:
         instance = remediator.ec2.instance(request.instance_id)
@@ -37,10 +36,12 @@ def _targets(request: ManualRequest, remediator: Remediator) -> list[Target]:
         raise InvalidRequest(str(exc)) from exc
     if instance.state != "running":
         raise InvalidRequest(f"instance {request.instance_id} is {instance.state}, not running")
-    cluster = enrolled_cluster(instance.tags, enrolled)
+    cluster = node_cluster(instance.tags, enrolled)
+    if isinstance(cluster, Disagreement):
+        return [], [(request.instance_id, cluster)]
     if cluster is None:
         raise InvalidRequest(f"instance {request.instance_id} is not a node of an enrolled cluster")
-    return [Target(instance_id=request.instance_id, cluster=cluster)]
+    return [Target(instance_id=request.instance_id, cluster=cluster)], []
 
 
 def reset_breaker(cluster: str, request: ManualRequest, remediator: Remediator) -> dict[str, Any]:
@@ -54,9 +55,14 @@ def reset_breaker(cluster: str, request: ManualRequest, remediator: Remediator) 
 def remediate(request: ManualRequest, request_id: str, remediator: Remediator) -> dict[str, Any]:
     if request.reset_breaker and request.cluster is not None:
         return reset_breaker(request.cluster, request, remediator)
-    targets = _targets(request, remediator)
+    targets, disagreeing = _targets(request, remediator)
     now = remediator.clock()
-    breaker = Breaker.from_item(targets[0].cluster, remediator.records.breaker(targets[0].cluster))
+    cluster = targets[0].cluster if targets else disagreeing[0][1].cluster
+    if not targets:  # the one node asked for (or every node of the cluster) names two clusters
+        plan = build_plan(remediator.settings, Trigger.MANUAL, now, cluster=cluster, reason=request.reason or "")
+        records = remediator.skip_disagreeing(disagreeing, plan, request_id, now)
+        return {"records": records, "count": len(records)}
+    breaker = Breaker.from_item(cluster, remediator.records.breaker(cluster))
     if breaker.is_open(now) and not request.force:
         raise InvalidRequest(
             f'{breaker.why()}; nothing sent. Pass "force": true to remediate anyway, or '
@@ -66,11 +72,12 @@ def remediate(request: ManualRequest, request_id: str, remediator: Remediator) -
         remediator.settings,
         Trigger.MANUAL,
         now,
-        cluster=targets[0].cluster,  # every target is a node of the one cluster asked for
+        cluster=cluster,  # every target is a node of the one cluster asked for
         strategy=request.strategy,
         dry_run=request.dry_run,
         reason=request.reason or "manual invoke",
     )
     plan = plan.model_copy(update={"force": request.force})
     records = remediator.start(targets, plan, trigger_key=request_id, created_at=now)
+    records += remediator.skip_disagreeing(disagreeing, plan, request_id, now)
     return {"records": records, "count": len(records)}

@@ -21,7 +21,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from eks_ca_remediator.adapters.ec2 import Instance
-from eks_ca_remediator.decisions import enrolled_cluster
+from eks_ca_remediator.decisions import Disagreement, node_cluster
 from eks_ca_remediator.logic.plans import build_plan
 from eks_ca_remediator.logic.remediation import Remediator
 from eks_ca_remediator.models import Plan, Status, Strategy, Target, Trigger
@@ -40,6 +40,7 @@ from eks_ca_remediator.pull_failures import (
 )
 
 logger = Logger(child=True)
+DISAGREEING_KEY = "tags-disagree"  # attempt key of the SKIPPED record of a node whose tags name two clusters
 LIVE_STATES = frozenset({"pending", "running"})
 
 
@@ -69,15 +70,34 @@ class _Findings:
     nodes: dict[str, NodeFailures] = field(default_factory=dict)
     clusters: dict[str, str] = field(default_factory=dict)
     skipped: Counter[str] = field(default_factory=Counter)
+    disagreeing: dict[str, Disagreement] = field(default_factory=dict)  # tags name two clusters
 
 
-def _resolve(lines: list[PullFailureLine], remediator: Remediator) -> dict[NodeRef, Instance]:
-    """Instances of the lines' nodes: batched, cached EC2 lookups by instance id and by DNS name."""
+def _resolve(lines: list[PullFailureLine], remediator: Remediator) -> dict[NodeRef, list[Instance]]:
+    """Instances of the lines' nodes: batched, cached EC2 lookups by instance id and by DNS name.
+    A DNS name may be several instances (VPCs with overlapping CIDRs): each one is kept."""
     refs = {line.node for line in lines if line.node is not None}
     by_id = remediator.ec2.cached_instances(sorted(r.instance_id for r in refs if r.instance_id))
     by_name = remediator.ec2.by_private_dns_name(sorted(r.hostname for r in refs if r.hostname))
-    found = {ref: by_id.get(ref.instance_id) or by_name.get(ref.hostname) for ref in refs}
-    return {ref: instance for ref, instance in found.items() if instance is not None}
+    found = {
+        ref: [by_id[ref.instance_id]] if ref.instance_id in by_id else by_name.get(ref.hostname, []) for ref in refs
+    }
+    return {ref: instances for ref, instances in found.items() if instances}
+
+
+def _take(instance: Instance, failure: PullFailure, enrolled: tuple[str, ...], findings: _Findings) -> str | None:
+    """Add the instance's failure to the findings; or why it is left out."""
+    cluster = node_cluster(instance.tags, enrolled)
+    if isinstance(cluster, Disagreement):
+        findings.disagreeing[instance.instance_id] = cluster
+        return "node tags name different clusters"
+    if cluster is None:
+        return "not an enrolled cluster's node"
+    if instance.state not in LIVE_STATES:
+        return f"instance {instance.state}"
+    findings.clusters[instance.instance_id] = cluster
+    findings.nodes.setdefault(instance.instance_id, NodeFailures()).add(failure)
+    return None
 
 
 def _findings(lines: list[PullFailureLine], remediator: Remediator) -> _Findings:
@@ -85,19 +105,14 @@ def _findings(lines: list[PullFailureLine], remediator: Remediator) -> _Findings
     instances = _resolve(lines, remediator)
     enrolled = remediator.settings.enrolled_clusters
     for line in lines:
-        instance = instances.get(line.node) if line.node is not None else None
-        if instance is None:
+        candidates = instances.get(line.node, []) if line.node is not None else []
+        if not candidates:
             findings.skipped["no node" if line.node is None else "node not found in EC2"] += 1
             continue
-        cluster = enrolled_cluster(instance.tags, enrolled)
-        if cluster is None:
-            findings.skipped["not an enrolled cluster's node"] += 1
-            continue
-        if instance.state not in LIVE_STATES:
-            findings.skipped[f"instance {instance.state}"] += 1
-            continue
-        findings.clusters[instance.instance_id] = cluster
-        findings.nodes.setdefault(instance.instance_id, NodeFailures()).add(line.failure)
+        # every instance the line may name is taken (a shared DNS name: all of them, none dropped)
+        left_out = [why for instance in candidates if (why := _take(instance, line.failure, enrolled, findings))]
+        if len(left_out) == len(candidates):
+            findings.skipped[left_out[0]] += 1
     return findings
 
 
@@ -143,6 +158,14 @@ def _act(findings: _Findings, remediator: Remediator) -> list[dict[str, Any]]:
             plan = plans[cluster].model_copy(update={"registry_hosts": registry})
             records += remediator.note(todo, plan, key, window, Status.NOT_REMEDIABLE, reason)
             _handled.add(todo, key, window)
+    for instance_id, disagreement in findings.disagreeing.items():
+        target = Target(instance_id=instance_id, cluster=disagreement.cluster)
+        if _handled.unhandled([target], DISAGREEING_KEY, window):
+            plan = plans.get(disagreement.cluster) or build_plan(
+                settings, Trigger.PULL_FAILURE, now, cluster=disagreement.cluster
+            )
+            records += remediator.skip_disagreeing([(instance_id, disagreement)], plan, DISAGREEING_KEY, window)
+            _handled.add([target], DISAGREEING_KEY, window)
     return records
 
 
@@ -152,7 +175,7 @@ def on_pull_failures(batch: LogBatch, remediator: Remediator) -> dict[str, Any]:
         return {"action": "ignored", "reason": "CONTROL_MESSAGE"}
     lines = parse_lines(batch.messages, batch.log_stream)
     findings = _findings(lines, remediator) if lines else _Findings()
-    records = _act(findings, remediator) if findings.nodes else []
+    records = _act(findings, remediator) if findings.nodes or findings.disagreeing else []
     statuses = Counter(r["status"] for r in records)
     summary = {
         "action": "processed",

@@ -25,12 +25,13 @@ from eks_ca_remediator.adapters.queue import AgentWaitQueue
 from eks_ca_remediator.adapters.records import Claim, RecordStore, attempt_sk
 from eks_ca_remediator.adapters.ssm import BOTTLEROCKET, RunCommand
 from eks_ca_remediator.decisions import (
+    Disagreement,
     GiveUp,
     SendNow,
     agent_recheck_delay,
     agent_wait_decision,
     chunks,
-    enrolled_cluster,
+    node_cluster,
 )
 from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError, SendDenied
 from eks_ca_remediator.logic.plans import plan_for_attempt
@@ -62,8 +63,8 @@ def iso(epoch: float) -> str:
 def _refusal(exc: AgentNotRegistered | SendDenied) -> str:
     if isinstance(exc, SendDenied):
         return (
-            "IAM denied SendCommand: the node has no eks:cluster-name, aws:eks:cluster-name or "
-            "alpha.eksctl.io/cluster-name tag naming an enrolled cluster"
+            "IAM denied SendCommand: the node carries none of the tags naming an enrolled cluster "
+            "that the send policy allows (README: node recognition)"
         )
     return "SSM agent not registered (InvalidInstanceId)"
 
@@ -285,11 +286,32 @@ class Remediator:
 
     def running_nodes(self, cluster: str) -> list[str]:
         """Instance ids of the cluster's running nodes (EC2, by the tags nodes carry)."""
-        return [
-            n.instance_id
-            for n in self.ec2.running_cluster_nodes(cluster)
-            if enrolled_cluster(n.tags, [cluster]) == cluster
-        ]
+        return self.cluster_nodes(cluster)[0]
+
+    def cluster_nodes(self, cluster: str) -> tuple[list[str], list[tuple[str, Disagreement]]]:
+        """The cluster's running nodes: those that are its nodes, and those whose tags also name
+        another cluster (never remediated; skip_disagreeing records them)."""
+        nodes: list[str] = []
+        disagreeing: list[tuple[str, Disagreement]] = []
+        for node in self.ec2.running_cluster_nodes(cluster):
+            found = node_cluster(node.tags, [cluster])
+            if found == cluster:
+                nodes.append(node.instance_id)
+            elif isinstance(found, Disagreement):
+                disagreeing.append((node.instance_id, found))
+        return nodes, disagreeing
+
+    def skip_disagreeing(
+        self, nodes: Sequence[tuple[str, Disagreement]], plan: Plan, trigger_key: str, created_at: float
+    ) -> list[dict[str, Any]]:
+        """Record SKIPPED, with the reason naming each cluster, every node whose tags name more
+        than one cluster: which one it belongs to is not ours to guess (one record per trigger)."""
+        records = []
+        for instance_id, disagreement in nodes:
+            logger.warning("node tags name different clusters", instance_id=instance_id, reason=disagreement.reason)
+            target = Target(instance_id=instance_id, cluster=disagreement.cluster)
+            records += self.note([target], plan, trigger_key, created_at, Status.SKIPPED, disagreement.reason)
+        return records
 
     def count_running_nodes(self, cluster: str, now: float, nodes: Sequence[str] | None = None) -> int:
         """Count (or take) the cluster's running nodes and keep the count for the percent limit."""

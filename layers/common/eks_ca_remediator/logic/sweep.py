@@ -81,7 +81,9 @@ class Sweeper:
             job = job.model_copy(update={"fingerprint": plan.fingerprint, "started_at": started_at, "passes": 0})
         summary: dict[str, Any] = {"cluster": job.cluster, "sweep_id": job.sweep_id, "fingerprint": job.fingerprint}
 
-        nodes = r.running_nodes(job.cluster)
+        nodes, disagreeing = r.cluster_nodes(job.cluster)
+        if disagreeing:
+            summary["skipped"] = len(r.skip_disagreeing(disagreeing, plan, job.sweep_id, job.started_at))
         if r.settings.max_in_flight_percent:
             r.count_running_nodes(job.cluster, now, nodes)  # the percent limit's count, for free
         live = live_seconds(r.settings.agent_wait_deadline_seconds, r.settings.command_timeout_seconds)
