@@ -1,7 +1,7 @@
 """A fault run a user would believe: 240 nodes across three triggers, with a lossy EventBridge.
 
 EventBridge delivers AWS service events on a best-effort basis
-(https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-service-event.html) and retries a
+(https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-service-event-delivery-level.html) and retries a
 failing target for up to 24 h (https://docs.aws.amazon.com/eventbridge/latest/userguide/rule-dlq.html).
 Here the fake AWS drops 20 % of the SSM status events, duplicates another 20 %, delivers 10 % hours
 late and the rest after a random delay (so out of order), and throttles a share of every

@@ -1,7 +1,7 @@
 """The reconciler: an attempt whose status event never arrives still gets a final, true record.
 
 EventBridge delivers AWS service events on a best-effort basis
-(https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-service-event.html), and a rule's
+(https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-service-event-delivery-level.html), and a rule's
 target may be throttled or dead-lettered (rule-dlq.html). These tests drop the events and let the
 real Reconcile handler ask the fake SSM for the truth.
 """

@@ -2,9 +2,10 @@
 and what SSM's answer means for it.
 
 An attempt is open while it is PENDING_AGENT, SENT or IN_PROGRESS. Its record becomes final when
-SSM's "EC2 Command Invocation Status-change Notification" reaches OnCommandStatus - but
-EventBridge delivers AWS service events on a best-effort basis, and a target can be throttled or
-dead-lettered. Every open attempt therefore carries `reconcile_at`: the time after which its
+SSM's "EC2 Command Invocation Status-change Notification" reaches OnCommandStatus - but AWS
+services send events to EventBridge on a best-effort basis, "in some rare cases an event might not
+be delivered" (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-service-event-delivery-level.html),
+and a rule's target can be throttled or dead-lettered (.../userguide/rule-dlq.html). Every open attempt therefore carries `reconcile_at`: the time after which its
 result is overdue, and the reconciler asks SSM for the truth instead.
 
 - SENT / IN_PROGRESS: SendCommand's delivery timeout (TimeoutSeconds = COMMAND_TIMEOUT_SECONDS)
