@@ -225,3 +225,20 @@ def test_a_malformed_schedule_event_is_refused(world):
 
     with pytest.raises(InvalidRequest, match="reconciler schedule event"):
         handler({"source": "aws.events", "detail-type": "Something"}, LambdaContext())
+
+
+def test_a_pass_short_of_time_leaves_the_rest_to_the_next_pass(world):
+    from eks_ca_remediator import wiring
+    from eks_ca_remediator.logic.reconcile import CHUNK, TIME_MARGIN_MS, reconcile
+
+    nodes = world.add_nodes(CHUNK + 5)
+    remediate({"cluster": "prod-a"}, LambdaContext())
+    for (command_id, node), _ in list(world.ssm.invocations.items()):
+        world.ssm.finish(command_id, node, "Success", node_output())
+    world.clock.advance(DUE + 1)
+    budget = iter([TIME_MARGIN_MS + 1, TIME_MARGIN_MS - 1])  # time for one chunk, then not
+    result = reconcile(wiring.remediator, lambda: next(budget))
+    assert (result["repaired"], result["deferred"]) == (CHUNK, 5)
+    assert world.reconcile()["repaired"] == 5
+    assert {a["status"] for a in world.all_attempts()} == {"SUCCEEDED"}
+    assert len(world.all_attempts()) == len(nodes)

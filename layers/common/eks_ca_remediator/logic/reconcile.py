@@ -28,7 +28,7 @@ from botocore.exceptions import ClientError
 from eks_ca_remediator import telemetry
 from eks_ca_remediator.adapters.records import RECONCILE_AT
 from eks_ca_remediator.adapters.ssm import Invocation
-from eks_ca_remediator.decisions import Outcome
+from eks_ca_remediator.decisions import Outcome, chunks
 from eks_ca_remediator.errors import AttemptNotFound
 from eks_ca_remediator.logic.command_status import record_result
 from eks_ca_remediator.logic.remediation import WAITING, Remediator, iso
@@ -38,7 +38,8 @@ from eks_ca_remediator.reconcile import MAX_REQUEUES, RECHECK_MARGIN_SECONDS, RU
 logger = Logger(child=True)
 
 PASS_LIMIT = 5000  # overdue attempts looked at per pass (oldest first); the rest in the next pass
-TIME_MARGIN_MS = 20_000  # stop asking SSM when less invocation time than this is left
+TIME_MARGIN_MS = 30_000  # no new chunk when less invocation time than this is left
+CHUNK = 50  # attempts asked about, then recorded, at a time (one DescribeInstances per chunk at most)
 THROTTLED = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"})
 CLOSED_BY = "reconciler"
 
@@ -96,12 +97,18 @@ def _recheck_again(attempt: dict[str, Any], remediator: Remediator, counts: Coun
 def _ask_ssm(
     attempts: list[dict[str, Any]], remediator: Remediator, remaining_ms: Callable[[], int], counts: Counter[str]
 ) -> None:
-    """Ask SSM about each overdue sent attempt; record what it says, or what its silence means."""
+    """Ask SSM about each overdue sent attempt and record what it says, or what its silence means;
+    in chunks, so a pass that runs short of time leaves whole chunks to the next pass."""
+    for chunk in chunks(attempts, CHUNK):
+        if remaining_ms() < TIME_MARGIN_MS:
+            counts["deferred"] += len(chunk)  # out of time: the next pass takes them
+            continue
+        _settle(chunk, remediator, counts)
+
+
+def _settle(attempts: list[dict[str, Any]], remediator: Remediator, counts: Counter[str]) -> None:
     answers: list[tuple[dict[str, Any], Invocation | None]] = []
     for attempt in attempts:
-        if remaining_ms() < TIME_MARGIN_MS:
-            counts["deferred"] += 1  # out of time: the next pass takes it
-            continue
         command_id = attempt.get("command_id")
         if not command_id:  # (an open sent attempt always has one; a damaged record is still closed)
             answers.append((attempt, None))
