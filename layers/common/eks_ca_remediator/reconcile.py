@@ -45,14 +45,6 @@ def recheck_due(agent_wait_deadline: float) -> float:
     return agent_wait_deadline + RECHECK_MARGIN_SECONDS
 
 
-def longest_open_seconds(delivery_timeout: int, agent_wait_deadline: int, schedule_seconds: int) -> int:
-    """The longest an attempt can stay open when no status event ever arrives and SSM answers:
-    waiting for its agent, then sent, overdue, and found by the next reconciler pass (README)."""
-    waiting = agent_wait_deadline
-    sent = max(30, delivery_timeout) + EXECUTION_TIMEOUT_SECONDS + RESULT_MARGIN_SECONDS
-    return waiting + sent + schedule_seconds
-
-
 @dataclass(frozen=True)
 class Verdict:
     """What to record for an overdue sent attempt when SSM has no final status to give."""
