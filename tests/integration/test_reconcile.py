@@ -242,3 +242,19 @@ def test_a_pass_short_of_time_leaves_the_rest_to_the_next_pass(world):
     assert world.reconcile()["repaired"] == 5
     assert {a["status"] for a in world.all_attempts()} == {"SUCCEEDED"}
     assert len(world.all_attempts()) == len(nodes)
+
+
+def test_only_open_attempts_are_in_the_open_index_and_a_deferred_one_stays_current():
+    with World.create(MAX_IN_FLIGHT_PER_CLUSTER="1", SAFETY_RECHECK_SECONDS="60") as world:
+        first, held = world.add_nodes(2)
+        on_launch(world.launch_event(first), LambdaContext())
+        remediate({"instance_id": first}, LambdaContext())  # the node is held: SKIPPED at once
+        remediate({"instance_id": held}, LambdaContext())  # over the limit: waits
+        by_status = {a["status"]: a for a in world.all_attempts()}
+        assert set(by_status) == {"SENT", "SKIPPED", "PENDING_AGENT"}
+        assert "open_attempt" not in by_status["SKIPPED"]
+        assert by_status["SENT"]["open_attempt"] == by_status["PENDING_AGENT"]["open_attempt"] == "OPEN"
+        before = by_status["PENDING_AGENT"]["reconcile_at"]
+        world.run_for(61, step=61)  # re-checked, still over the limit: deferred with a new deadline
+        [waiting] = [a for a in world.all_attempts() if a["status"] == "PENDING_AGENT"]
+        assert waiting["reconcile_at"] > before, "a live re-check keeps it from looking lost"
