@@ -13,7 +13,7 @@ REGION ?= us-east-1
 ENV ?= default
 LAB_PACKAGES := containerd runc docker-registry shellcheck openssl ca-certificates
 
-.PHONY: setup test lint demo bench build deploy embed clean
+.PHONY: setup test lint demo bench build deploy embed redrive clean
 
 # The same import roots as pytest's `pythonpath` (pyproject.toml): the layer, each function, tools.
 empty :=
@@ -79,6 +79,12 @@ build: $(SAMVENV)/.installed embed
 
 deploy: build
 	$(SAM) deploy --config-env $(ENV) --guided
+
+# Replay the dead-letter queue of a deployed stack into its functions and queues (tools/redrive.py);
+# DRY_RUN=1 only reports what each message is and where it would go.
+redrive: setup
+	@test -n "$(STACK)" || { echo "usage: make redrive STACK=<stack name> [REGION=...] [DRY_RUN=1]"; exit 1; }
+	PYTHONPATH=$(RUNPATH) $(PY) tools/redrive.py --stack $(STACK) --region $(REGION) $(if $(DRY_RUN),--dry-run)
 
 clean:
 	rm -rf .aws-sam .pytest_cache .ruff_cache

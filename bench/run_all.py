@@ -10,7 +10,8 @@
 3. Launch to command on the simulated clock (moto + fake Run Command): a node whose SSM agent
    comes Online at t=35 s; seconds from Online to SendCommand (target <= 5) and describe calls per
    node, for the re-check schedule in decisions.agent_recheck_delay and for a flat 15 s interval.
-4. The other benchmarks' figures (pull-failure burst, node lab, sweep): a bench module with a
+4. The other benchmarks' figures (pull-failure burst, node lab, sweep, reconciler pass per 1,000
+   open attempts): a bench module with a
    `figures() -> list[tuple[str, str]]` function is asked for its rows; the node lab bench's
    printed table is read; an absent bench is reported "not available".
 
@@ -42,6 +43,7 @@ for entry in (
     ROOT / "functions" / "on_launch",
     ROOT / "functions" / "agent_wait",
     ROOT / "functions" / "on_command_status",
+    ROOT / "functions" / "reconcile",
     ROOT / "tools",
     ROOT,
 ):
@@ -336,7 +338,11 @@ def launch_rows() -> list[Row]:
 
 def other_benches(skip_nodelab: bool) -> list[Row]:
     rows: list[Row] = []
-    for label, filename in (("pull-failure burst", "pull_failure_bench.py"), ("sweep", "sweep_bench.py")):
+    for label, filename in (
+        ("pull-failure burst", "pull_failure_bench.py"),
+        ("sweep", "sweep_bench.py"),
+        ("reconciler", "reconcile_bench.py"),
+    ):
         path = ROOT / "bench" / filename
         if not path.exists():
             rows.append((label, "not available", f"bench/{filename} absent"))

@@ -11,11 +11,14 @@ on, with the API's own shapes and error codes:
   only, parameters checked against the document's allowedPattern/allowedValues/maxChars
   (read from template.yaml), InvalidInstanceId for an unregistered agent, Throttling on demand;
 - invocations that go Pending -> InProgress -> Success/Failed/TimedOut/... when the test says,
-  with the node's stdout/stderr, and the EventBridge status event SSM would emit.
+  with the node's stdout/stderr, and the EventBridge status event SSM would emit;
+- a command SSM no longer knows (`forget`), and throttling of any operation either for the next
+  n calls (`throttle`) or for a share of all calls (`throttle_share`, seeded: reproducible).
 """
 
 from __future__ import annotations
 
+import random
 import re
 import time
 import uuid
@@ -77,6 +80,9 @@ class FakeRunCommand:
     platforms: dict[str, str] = field(default_factory=dict)
     # IAM's verdict on a send to these instance ids (tests/fakes/iam.py); None: everything allowed.
     authorize: Callable[[list[str]], bool] | None = None
+    throttle_share: dict[str, float] = field(default_factory=dict)
+    throttled: dict[str, int] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=lambda: random.Random(13))
 
     def __post_init__(self) -> None:
         self.parameters = document_content((ROOT / "template.yaml").read_text())["parameters"]
@@ -94,6 +100,11 @@ class FakeRunCommand:
     def deregister(self, instance_id: str) -> None:
         """The node is gone (terminated): its agent is no longer registered."""
         self.removed.add(instance_id)
+
+    def forget(self, command_id: str) -> None:
+        """SSM no longer knows the command (its history expired): GetCommandInvocation fails."""
+        for key in [k for k in self.invocations if k[0] == command_id]:
+            del self.invocations[key]
 
     def sent_to(self) -> list[list[str]]:
         return [c["InstanceIds"] for c in self.commands]
@@ -142,8 +153,11 @@ class FakeRunCommand:
 
     def _count(self, operation: str) -> None:
         self.calls[operation] = self.calls.get(operation, 0) + 1
-        if self.throttle.get(operation, 0) > 0:
-            self.throttle[operation] -= 1
+        share = self.throttle_share.get(operation, 0.0)
+        if self.throttle.get(operation, 0) > 0 or (share and self.rng.random() < share):
+            if self.throttle.get(operation, 0) > 0:
+                self.throttle[operation] -= 1
+            self.throttled[operation] = self.throttled.get(operation, 0) + 1
             raise client_error("ThrottlingException", "Rate exceeded", operation)
 
     def describe_instance_information(

@@ -251,6 +251,13 @@ class World:
                 results.append(handler(event, LambdaContext()))
         return results
 
+    def reconcile(self) -> dict[str, Any]:
+        """One pass of the real Reconcile handler, as its schedule starts it (events/ sample)."""
+        from reconcile import handler
+
+        event = json.loads((ROOT / "events" / "reconcile-scheduled.json").read_text())
+        return handler(event, LambdaContext())
+
     # ------------------------------------------------------------------ reading records
 
     def attempts(self, instance_id: str) -> list[dict[str, Any]]:

@@ -103,6 +103,13 @@ class CommandInvocationStatusChange(_EventBase):
     detail: _CommandInvocationDetail
 
 
+class ScheduledEvent(_EventBase):
+    """`Scheduled Event` from source aws.events (an EventBridge schedule rule)."""
+
+    source: Literal["aws.events"]
+    detail_type: Literal["Scheduled Event"] = Field(alias="detail-type")
+
+
 # ---------------------------------------------------------------- manual invoke
 
 

@@ -29,6 +29,10 @@ TIME_TO_SUCCEEDED_SECONDS = "TimeToSucceededSeconds"  # trigger time (record cre
 CIRCUIT_BREAKER_OPEN = "CircuitBreakerOpen"
 # CAs of a bundle that expire within CA_EXPIRY_WARNING_DAYS, counted whenever a plan is built.
 CA_EXPIRING_SOON = "CaExpiringSoon"
+# Open attempts the reconciler made final (or whose lost agent-wait re-check it queued again):
+# each is a status event or re-check that never arrived. Alarm: non-zero every hour for a day.
+ATTEMPTS_RECONCILED = "AttemptsReconciled"
+RECONCILE_THROTTLED = "ReconcileThrottled"  # GetCommandInvocation throttled past retries (next pass)
 
 STATUS_METRICS = {
     "SUCCEEDED": REMEDIATIONS_SUCCEEDED,

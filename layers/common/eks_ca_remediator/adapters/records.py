@@ -10,6 +10,9 @@ Items of one cluster share `pk` = `CLUSTER#<name>`: `BREAKER` (its circuit break
 count) and `IN_FLIGHT` (leases on the slots of its in-flight limit, safety.py).
 GSI `by-cluster` (cluster, created_at) lists a cluster's attempts in a time range; the HEAD and
 cluster items have no created_at and so stay out of it.
+GSI `open-attempts` (open_attempt, reconcile_at) is sparse: only an attempt that is not final carries
+`open_attempt` and `reconcile_at` (when its result is overdue, reconcile.py), and writing a final
+status removes both, so the reconciler queries the overdue open attempts instead of scanning.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ LEASE_WRITE_ATTEMPTS = 5
 CLUSTER_PK = "CLUSTER#"  # + cluster name: its BREAKER and IN_FLIGHT items (no created_at: not in the GSI)
 ATTEMPT_PREFIX = "ATTEMPT#"
 CLUSTER_INDEX = "by-cluster"
+OPEN_INDEX = "open-attempts"
+OPEN_MARK = "open_attempt"  # "OPEN" on attempts that are not final (the sparse index's key)
+RECONCILE_AT = "reconcile_at"  # epoch seconds: the attempt's result is overdue after it
+OPEN = "OPEN"
 
 
 def attempt_sk(created_at: str, trigger: str, key: str) -> str:
@@ -73,7 +80,10 @@ class RecordStore:
     # ------------------------------------------------------------ attempts
 
     def create_attempt(self, item: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
-        """Put a new attempt unless it exists. Returns (created, the item as stored)."""
+        """Put a new attempt unless it exists. Returns (created, the item as stored). An attempt
+        created final (e.g. NOT_REMEDIABLE) stays out of the open-attempts index."""
+        if Status(item["status"]).terminal:
+            item = {k: v for k, v in item.items() if k not in (OPEN_MARK, RECONCILE_AT)}
         try:
             self._table.put_item(Item=_to_dynamo(dict(item)), ConditionExpression=Attr("pk").not_exists())
         except ClientError as exc:
@@ -98,10 +108,13 @@ class RecordStore:
         only_if_unchanged: Mapping[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Set fields on an existing attempt; None when a condition does not hold: `only_if_status_in`,
-        or `only_if_unchanged` (each field still has the value read, None = still absent)."""
+        or `only_if_unchanged` (each field still has the value read, None = still absent).
+        Writing a final status takes the attempt out of the open-attempts index."""
         names = {f"#upd{i}": name for i, name in enumerate(fields)}
         values = {f":upd{i}": _to_dynamo(value) for i, value in enumerate(fields.values())}
         expression = "SET " + ", ".join(f"#upd{i} = :upd{i}" for i in range(len(fields)))
+        if "status" in fields and Status(fields["status"]).terminal:
+            expression += f" REMOVE {OPEN_MARK}, {RECONCILE_AT}"
         condition = Attr("pk").exists()
         if only_if_status_in is not None:
             condition &= Attr("status").is_in([s.value for s in only_if_status_in])
@@ -163,6 +176,23 @@ class RecordStore:
                 return None
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def overdue(self, now: float, limit: int) -> list[dict[str, Any]]:
+        """Open attempts whose result is overdue at `now` (reconcile_at <= now), oldest first, at
+        most `limit`: a query of the sparse open-attempts index (eventually consistent: every
+        write the reconciler makes is conditional on the attempt still being open)."""
+        kwargs: dict[str, Any] = {
+            "IndexName": OPEN_INDEX,
+            "KeyConditionExpression": Key(OPEN_MARK).eq(OPEN) & Key(RECONCILE_AT).lte(Decimal(str(now))),
+        }
+        items: list[dict[str, Any]] = []
+        while len(items) < limit:
+            page = self._table.query(**kwargs, Limit=min(1000, limit - len(items)))
+            items += [_from_dynamo(i) for i in page["Items"]]
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return items
+
     def cluster_attempts(self, cluster: str, since: str, until: str) -> list[dict[str, Any]]:
         return self._query_all(
             IndexName=CLUSTER_INDEX,
@@ -208,6 +238,13 @@ class RecordStore:
                 continue  # another dispatch wrote first: read again
             return granted
         return [node for node in wanted if node in live]
+
+    def holds(self, instance_id: str, sk: str) -> bool:
+        """Whether attempt `sk` holds the node's in-flight claim (its HEAD item names it)."""
+        raw = self._table.get_item(
+            Key={"pk": instance_id, "sk": HEAD}, ConsistentRead=True, ProjectionExpression="active_attempt"
+        ).get("Item")
+        return bool(raw) and raw.get("active_attempt") == sk
 
     def end_lease(self, cluster: str, instance_id: str) -> None:
         """The node's remediation is over: free its slot (a no-op if it holds none)."""

@@ -7,7 +7,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from eks_ca_remediator import telemetry
-from eks_ca_remediator.decisions import outcome_of, record_status_for, tail
+from eks_ca_remediator.adapters.ssm import Invocation
+from eks_ca_remediator.decisions import Outcome, outcome_of, record_status_for, tail
 from eks_ca_remediator.errors import AttemptNotFound
 from eks_ca_remediator.logic.remediation import Remediator, iso
 from eks_ca_remediator.models import CommandInvocationStatusChange, Status
@@ -63,14 +64,48 @@ def on_command_status(event: CommandInvocationStatusChange, remediator: Remediat
         return {"action": "progress" if updated else "stale", "status": status.value}
     try:
         invocation = remediator.run_command.invocation(detail.command_id, detail.instance_id)
-        stdout, stderr, details = invocation.stdout, invocation.stderr, invocation.status_details
     except AttemptNotFound:
-        stdout, stderr, details = "", "", ""
-    outcome = outcome_of(detail.status, details, stdout, bool(attempt.get("dry_run")))
+        invocation = None
+    updated = record_result(attempt, detail.status, invocation, remediator, closed_by="status-event")
+    if updated is None:
+        logger.info("duplicate terminal status event", command_id=detail.command_id, instance_id=detail.instance_id)
+        return {"action": "duplicate", "status": attempt["status"]}
+    logger.info(
+        "attempt finished",
+        command_id=detail.command_id,
+        instance_id=detail.instance_id,
+        status=updated["status"],
+    )
+    return {"action": "recorded", "record": updated}
+
+
+def record_result(
+    attempt: dict[str, Any],
+    ssm_status: str,
+    invocation: Invocation | None,
+    remediator: Remediator,
+    closed_by: str,
+    verdict: Outcome | None = None,
+    details: str | None = None,
+) -> dict[str, Any] | None:
+    """Record the final result of a sent attempt - from a status event, or from the reconciler
+    asking SSM - and let the node go. SSM's status and the node's result line decide it
+    (decisions.outcome_of), unless `verdict` says what to record (no result from SSM at all).
+
+    The write is conditional on the attempt still being open: of a status event and the
+    reconciler (or two deliveries of one event), the second changes nothing and returns None.
+    The node's claim and lease are let go either way (Remediator.let_go frees only what this
+    attempt still holds), so a first handling that died half-way is completed by the second."""
+    now = remediator.clock()
+    stdout = invocation.stdout if invocation else ""
+    stderr = invocation.stderr if invocation else ""
+    if details is None:
+        details = invocation.status_details if invocation else ""
+    outcome = verdict or outcome_of(ssm_status, details, stdout, bool(attempt.get("dry_run")))
     fields: dict[str, Any] = {
         "status": outcome.status.value,
         "reason": outcome.reason,
-        "ssm_status": detail.status,
+        "ssm_status": ssm_status,
         "ssm_status_details": details,
         "node_result": outcome.result.model_dump() if outcome.result else None,
         "restarted": outcome.result.restarted if outcome.result else None,
@@ -79,23 +114,17 @@ def on_command_status(event: CommandInvocationStatusChange, remediator: Remediat
         "stderr_tail": tail(stderr),
         "completed_at": iso(now),
         "updated_at": iso(now),
+        "closed_by": closed_by,
     }
     updated = remediator.records.update_attempt(attempt["pk"], attempt["sk"], fields, only_if_status_in=OPEN)
     cools = updated is not None and outcome.status in COOLDOWN_AFTER  # the node's cooldown starts now
     remediator.let_go(attempt, finished_at=now if cools else None)
     if updated is None:
-        logger.info("duplicate terminal status event", command_id=detail.command_id, instance_id=detail.instance_id)
-        return {"action": "duplicate", "status": attempt["status"]}
+        return None
     telemetry.status_reached(outcome.status.value)
     _count_for_breaker(updated, outcome.status, now, remediator)
     if outcome.status is Status.SUCCEEDED:
         took = telemetry.elapsed(attempt.get("created_at"), fields["completed_at"])
         if took is not None:
             telemetry.seconds(telemetry.TIME_TO_SUCCEEDED_SECONDS, took)
-    logger.info(
-        "attempt finished",
-        command_id=detail.command_id,
-        instance_id=detail.instance_id,
-        status=outcome.status.value,
-    )
-    return {"action": "recorded", "record": updated}
+    return updated

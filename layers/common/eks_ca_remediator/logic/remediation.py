@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from eks_ca_remediator import telemetry
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
 from eks_ca_remediator.adapters.queue import AgentWaitQueue
-from eks_ca_remediator.adapters.records import Claim, RecordStore, attempt_sk
+from eks_ca_remediator.adapters.records import OPEN, OPEN_MARK, RECONCILE_AT, Claim, RecordStore, attempt_sk
 from eks_ca_remediator.adapters.ssm import BOTTLEROCKET, RunCommand
 from eks_ca_remediator.decisions import (
     Disagreement,
@@ -36,6 +36,7 @@ from eks_ca_remediator.decisions import (
 from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError, SendDenied
 from eks_ca_remediator.logic.plans import plan_for_attempt
 from eks_ca_remediator.models import AgentWaitMessage, Plan, Status, Strategy, Target
+from eks_ca_remediator.reconcile import recheck_due, result_due
 from eks_ca_remediator.safety import (
     Breaker,
     cooling_down,
@@ -141,6 +142,7 @@ class Remediator:
         self, target: Target, plan: Plan, trigger_key: str, created_at: float, now: float
     ) -> dict[str, Any]:
         created = iso(created_at)
+        deadline = now + self.settings.agent_wait_deadline_seconds
         return {
             "pk": target.instance_id,
             "sk": attempt_sk(created, plan.trigger.value, trigger_key),
@@ -159,8 +161,10 @@ class Remediator:
             "status": Status.PENDING_AGENT.value,
             "created_at": created,
             "updated_at": iso(now),
-            "agent_wait_deadline": now + self.settings.agent_wait_deadline_seconds,
+            "agent_wait_deadline": deadline,
             "expires_at": int(now + self.settings.record_ttl_days * 86400),
+            OPEN_MARK: OPEN,  # in the open-attempts index until a final status is written
+            RECONCILE_AT: recheck_due(deadline),
         } | ({"account": self.account} if self.account else {})
 
     # ------------------------------------------------------------------ agent wait
@@ -366,7 +370,12 @@ class Remediator:
         updated = self.records.update_attempt(
             attempt["pk"],
             attempt["sk"],
-            {"waiting_for": reason, "agent_wait_deadline": deadline, "updated_at": iso(now)},
+            {
+                "waiting_for": reason,
+                "agent_wait_deadline": deadline,
+                RECONCILE_AT: recheck_due(deadline),
+                "updated_at": iso(now),
+            },
             only_if_status_in=WAITING,
         )
         if updated is not None:
@@ -467,20 +476,38 @@ class Remediator:
             "fingerprint": sent.get("fingerprint", attempt.get("fingerprint", "")),
             "sent_at": iso(now),
             "updated_at": iso(now),
+            # (a SENT record written late, by the send recovery, is overdue as early as the send)
+            RECONCILE_AT: result_due(now, self.settings.command_timeout_seconds),
         }
         self.records.update_attempt(attempt["pk"], attempt["sk"], fields, only_if_status_in=WAITING)
 
     def let_go(self, attempt: dict[str, Any], finished_at: float | None = None) -> None:
         """The attempt is over: release its claim on the node (with `finished_at`, the node's
-        cooldown starts then) and its lease on a slot of the cluster's in-flight limit."""
-        self.records.release(attempt["pk"], attempt["sk"], finished_at=finished_at)
-        self.records.end_lease(attempt["cluster"], attempt["pk"])
+        cooldown starts then) and its lease on a slot of the cluster's in-flight limit.
 
-    def _finish(self, attempt: dict[str, Any], status: Status, reason: str, now: float) -> None:
+        The lease is the node's, not the attempt's: it is ended only while this attempt still holds
+        the node's claim, and before the claim is released. So a duplicate or late result (a
+        redelivered status event, or the reconciler and the event racing) frees nothing that a
+        later attempt on the node holds, and a result whose first handling died half-way is
+        completed by its redelivery."""
+        if self.records.holds(attempt["pk"], attempt["sk"]):
+            self.records.end_lease(attempt["cluster"], attempt["pk"])
+        self.records.release(attempt["pk"], attempt["sk"], finished_at=finished_at)
+
+    def wait_again(self, attempt: dict[str, Any]) -> None:
+        """Queue an agent-wait re-check of a waiting attempt now (the reconciler, when its own
+        re-check was lost): the same message its trigger queued, with the attempt's deadline."""
+        self._wait(attempt, checks=0, delay=0)
+
+    def fail_unsent(self, attempt: dict[str, Any], reason: str, **fields: Any) -> bool:
+        """Record a waiting attempt FAILED without a command; False when it was no longer waiting."""
+        return self._finish(attempt, Status.FAILED, reason, self.clock(), **fields)
+
+    def _finish(self, attempt: dict[str, Any], status: Status, reason: str, now: float, **extra: Any) -> bool:
         finished = self.records.update_attempt(
             attempt["pk"],
             attempt["sk"],
-            {"status": status.value, "reason": reason, "completed_at": iso(now), "updated_at": iso(now)},
+            {"status": status.value, "reason": reason, "completed_at": iso(now), "updated_at": iso(now), **extra},
             only_if_status_in=WAITING,
         )
         if finished is not None:
@@ -493,3 +520,4 @@ class Remediator:
             status=status.value,
             reason=reason,
         )
+        return finished is not None

@@ -1,0 +1,46 @@
+"""Nothing is lost, read from template.yaml: every function logs to its own group with retention,
+every asynchronously invoked function dead-letters, every rule and schedule has a retry policy and
+a dead-letter queue, and the reconciler runs on its schedule over the sparse open-attempts index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ssm_document import load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+RESOURCES: dict[str, Any] = load_template((ROOT / "template.yaml").read_text())["Resources"]
+FUNCTIONS = {n: r["Properties"] for n, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function"}
+DLQ = {"GetAtt": "DeadLetterQueue.Arn"}
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_every_function_logs_to_its_own_group_with_retention(name):
+    group = FUNCTIONS[name]["LoggingConfig"]["LogGroup"]["Ref"]
+    assert RESOURCES[group]["Type"] == "AWS::Logs::LogGroup"
+    assert RESOURCES[group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_every_rule_or_schedule_target_retries_then_dead_letters_and_so_does_the_function(name):
+    events = FUNCTIONS[name].get("Events", {})
+    async_events = [e for e in events.values() if e["Type"] in ("EventBridgeRule", "Schedule")]
+    for event in async_events:
+        assert event["Properties"]["RetryPolicy"]["MaximumRetryAttempts"] == 185
+        assert event["Properties"]["DeadLetterConfig"] == {"Arn": DLQ}
+    if async_events:
+        on_failure = FUNCTIONS[name]["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+        assert on_failure == {"Type": "SQS", "Destination": DLQ}
+
+
+def test_the_reconciler_runs_on_its_schedule_over_the_open_attempts_index():
+    reconcile = FUNCTIONS["ReconcileFunction"]
+    assert reconcile["Events"]["Scheduled"]["Properties"]["Schedule"] == {"Ref": "ReconcileSchedule"}
+    indexes = {i["IndexName"]: i for i in RESOURCES["RecordsTable"]["Properties"]["GlobalSecondaryIndexes"]}
+    keys = {k["KeyType"]: k["AttributeName"] for k in indexes["open-attempts"]["KeySchema"]}
+    assert keys == {"HASH": "open_attempt", "RANGE": "reconcile_at"}
+    from eks_ca_remediator.adapters.records import OPEN_INDEX, OPEN_MARK, RECONCILE_AT
+
+    assert (OPEN_INDEX, OPEN_MARK, RECONCILE_AT) == ("open-attempts", "open_attempt", "reconcile_at")
