@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from language_extensions import expand
 from ssm_document import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
-RESOURCES: dict[str, Any] = load_template((ROOT / "template.yaml").read_text())["Resources"]
+# Fn::ForEach loops expanded as CloudFormation would for two enrolled clusters.
+RESOURCES: dict[str, Any] = expand(
+    load_template((ROOT / "template.yaml").read_text())["Resources"], {"EnrolledClusters": ["prod-a", "prod-b"]}
+)
 FUNCTIONS = {n: r["Properties"] for n, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function"}
 DLQ = {"GetAtt": "DeadLetterQueue.Arn"}
 
