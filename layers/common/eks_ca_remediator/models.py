@@ -209,6 +209,7 @@ class Plan(BaseModel):
     bundle_b64: str
     fingerprint: str
     ca_warnings: tuple[str, ...] = ()  # CAs of the bundle that expire soon (recorded on the attempt)
+    ca_not_after: str = ""  # when the bundle's first CA expires (ISO 8601, UTC; recorded on the attempt)
     reason: str = ""
     force: bool = False  # manual invoke with "force": sent even while the cluster's circuit breaker is open
 

@@ -18,7 +18,7 @@ status removes both, so the reconciler queries the overdue open attempts instead
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -152,11 +152,20 @@ class RecordStore:
             ScanIndexForward=False,
         )
 
-    def _query_all(self, **kwargs: Any) -> list[dict[str, Any]]:
+    def attempts(self, instance_id: str) -> list[dict[str, Any]]:
+        """Every attempt of an instance, newest first, whole (the status command's node history)."""
+        return self._query_all(
+            KeyConditionExpression=Key("pk").eq(instance_id) & Key("sk").begins_with(ATTEMPT_PREFIX),
+            ScanIndexForward=False,
+        )
+
+    def _query_all(self, on_page: Callable[[int], None] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         while True:
             page = self._table.query(**kwargs)
             items += [_from_dynamo(i) for i in page["Items"]]
+            if on_page is not None:
+                on_page(len(items))
             if "LastEvaluatedKey" not in page:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -193,8 +202,13 @@ class RecordStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return items
 
-    def cluster_attempts(self, cluster: str, since: str, until: str) -> list[dict[str, Any]]:
+    def cluster_attempts(
+        self, cluster: str, since: str, until: str, on_page: Callable[[int], None] | None = None
+    ) -> list[dict[str, Any]]:
+        """The cluster's attempts created in [since, until], oldest first: a query of the by-cluster
+        index, page by page (`on_page` is told how many items were read so far)."""
         return self._query_all(
+            on_page,
             IndexName=CLUSTER_INDEX,
             KeyConditionExpression=Key("cluster").eq(cluster) & Key("created_at").between(since, until),
         )

@@ -70,6 +70,7 @@ def build_plan(
         bundle_b64=bundle.b64,
         fingerprint=bundle.fingerprint,
         ca_warnings=expiry_warnings(bundle, cluster, now, settings.ca_expiry_warning_days),
+        ca_not_after=min(c.not_after for c in bundle.certificates).strftime("%Y-%m-%dT%H:%M:%SZ"),
         reason=reason,
     )
 

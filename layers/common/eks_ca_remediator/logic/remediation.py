@@ -19,7 +19,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
-from eks_ca_remediator import telemetry
+from eks_ca_remediator import __version__, telemetry
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
 from eks_ca_remediator.adapters.queue import AgentWaitQueue
 from eks_ca_remediator.adapters.records import OPEN, OPEN_MARK, RECONCILE_AT, Claim, RecordStore, attempt_sk
@@ -156,6 +156,8 @@ class Remediator:
             "canary_image": plan.canary_image,
             "fingerprint": plan.fingerprint,
             "ca_warnings": list(plan.ca_warnings),
+            "ca_not_after": plan.ca_not_after,
+            "remediator_version": __version__,
             "force": plan.force,
             "reason": plan.reason,
             "status": Status.PENDING_AGENT.value,

@@ -1,0 +1,243 @@
+"""What the status command shows (pure: records in, summaries and text out; no I/O, no clock reads).
+
+A node's state is read from its attempts in the records table, newest first:
+- waiting: its newest attempt waits for the node's SSM agent (PENDING_AGENT);
+- in flight: its newest attempt was sent and has no result yet (SENT, IN_PROGRESS);
+- failed: its newest result is FAILED or TIMED_OUT;
+- current: its last SUCCEEDED attempt sent the cluster's current bundle;
+- skipped: its newest attempt was SKIPPED, NOT_REMEDIABLE or a DRY_RUN, and no success holds the
+  current bundle;
+- drifted: its last success sent another bundle.
+The cluster's current bundle is the one its newest attempt sent (the remediator reads the bundle
+source on every trigger, so the newest attempt carries what the source holds).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from eks_ca_remediator.models import Status, Trigger
+from eks_ca_remediator.safety import Breaker, live_leases
+
+STATES = ("current", "drifted", "in_flight", "failed", "waiting", "skipped")
+FAILED = frozenset({Status.FAILED.value, Status.TIMED_OUT.value})
+IN_FLIGHT = frozenset({Status.SENT.value, Status.IN_PROGRESS.value})
+SKIPPED = frozenset({Status.SKIPPED.value, Status.NOT_REMEDIABLE.value, Status.DRY_RUN.value})
+SINCE_RE = re.compile(r"^([1-9][0-9]{0,5})([mhd])$")
+UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str) -> int:
+    """`30m`, `24h`, `7d` -> seconds; anything else is refused with the forms accepted."""
+    match = SINCE_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"--since {text!r}: give minutes, hours or days, like 30m, 24h or 7d")
+    return int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+
+
+def node_state(attempts: Sequence[Mapping[str, Any]], fingerprint: str) -> str:
+    """One node's state (module docstring); `attempts` newest first."""
+    newest = attempts[0]["status"]
+    if newest == Status.PENDING_AGENT.value:
+        return "waiting"
+    if newest in IN_FLIGHT:
+        return "in_flight"
+    if newest in FAILED:
+        return "failed"
+    success = next((a for a in attempts if a["status"] == Status.SUCCEEDED.value), None)
+    if success is not None and success.get("fingerprint") == fingerprint:
+        return "current"
+    return "skipped" if newest in SKIPPED else "drifted"
+
+
+@dataclass
+class Sweep:
+    sweep_id: str
+    started_at: str
+    nodes: int
+    statuses: dict[str, int]
+
+
+@dataclass
+class ClusterStatus:
+    cluster: str
+    nodes: int = 0
+    states: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATES, 0))
+    fingerprint: str = ""
+    ca_not_after: str = ""
+    breaker: str = "closed"
+    consecutive_failures: int = 0
+    breaker_open_until: float = 0.0
+    leases: int = 0
+    last_sweep: Sweep | None = None
+    last_attempt_at: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _by_node(attempts: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    nodes: dict[str, list[Mapping[str, Any]]] = {}
+    for attempt in sorted(attempts, key=lambda a: a["sk"], reverse=True):
+        nodes.setdefault(attempt["pk"], []).append(attempt)
+    return nodes
+
+
+def last_sweep(attempts: Sequence[Mapping[str, Any]]) -> Sweep | None:
+    sweeps = [a for a in attempts if a.get("trigger") == Trigger.SWEEP.value]
+    if not sweeps:
+        return None
+    newest = max(sweeps, key=lambda a: a["created_at"])
+    mine = [a for a in sweeps if a.get("trigger_key") == newest.get("trigger_key")]
+    return Sweep(
+        sweep_id=str(newest.get("trigger_key", "")),
+        started_at=min(a["created_at"] for a in mine),
+        nodes=len({a["pk"] for a in mine}),
+        statuses=dict(Counter(a["status"] for a in mine)),
+    )
+
+
+def summarize(
+    cluster: str,
+    attempts: Sequence[Mapping[str, Any]],
+    breaker_item: Mapping[str, Any] | None,
+    leases: Mapping[str, float],
+    now: float,
+) -> ClusterStatus:
+    """A cluster's status from its attempts (any order), its BREAKER item and its in-flight leases."""
+    summary = ClusterStatus(cluster)
+    breaker = Breaker.from_item(cluster, breaker_item)
+    summary.consecutive_failures = breaker.failures
+    if breaker.is_open(now):
+        summary.breaker, summary.breaker_open_until = "OPEN", breaker.open_until
+    summary.leases = len(live_leases(leases, now))
+    if not attempts:
+        return summary
+    newest = max(attempts, key=lambda a: a["created_at"])
+    summary.fingerprint = str(newest.get("fingerprint", ""))
+    summary.ca_not_after = str(newest.get("ca_not_after", ""))
+    summary.last_attempt_at = newest["created_at"]
+    for history in _by_node(attempts).values():
+        summary.states[node_state(history, summary.fingerprint)] += 1
+        summary.nodes += 1
+    summary.last_sweep = last_sweep(attempts)
+    return summary
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Iterable[int] = ()) -> list[str]:
+    """Aligned columns, two spaces apart; the columns in `right` (numbers) right-aligned."""
+    text_rows = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in text_rows]) for i, h in enumerate(headers)]
+    right = set(right)
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return [line(headers)] + [line(r) for r in text_rows]
+
+
+def _day(iso_time: str) -> str:
+    return iso_time[:16].replace("T", " ") if iso_time else "-"
+
+
+def _sweep_cells(sweep: Sweep | None) -> list[Any]:
+    if sweep is None:
+        return ["-", 0, 0, 0]
+    failed = sum(n for s, n in sweep.statuses.items() if s in FAILED)
+    return [_day(sweep.started_at), sweep.nodes, sweep.statuses.get(Status.SUCCEEDED.value, 0), failed]
+
+
+def render_clusters(clusters: Sequence[ClusterStatus], in_flight_limit: str = "") -> str:
+    """Three tables of at most 80 columns: nodes by state; bundle and safety; the last sweep."""
+    states = table(
+        ["CLUSTER", "NODES", "CURRENT", "DRIFTED", "IN FLIGHT", "FAILED", "WAITING", "SKIPPED"],
+        [[c.cluster, c.nodes, *(c.states[s] for s in STATES)] for c in clusters],
+        right=range(1, 8),
+    )
+    limit = f"/{in_flight_limit}" if in_flight_limit else ""
+    safety = table(
+        ["CLUSTER", "BUNDLE", "CA EXPIRES", "BREAKER", "FAILURES", "LEASES"],
+        [
+            [
+                c.cluster,
+                c.fingerprint[:12] or "-",
+                c.ca_not_after[:10] or "-",
+                c.breaker,
+                c.consecutive_failures,
+                f"{c.leases}{limit}",
+            ]
+            for c in clusters
+        ],
+        right=[4, 5],
+    )
+    sweeps = table(
+        ["CLUSTER", "LAST SWEEP", "NODES", "SUCCEEDED", "FAILED"],
+        [[c.cluster, *_sweep_cells(c.last_sweep)] for c in clusters],
+        right=[2, 3, 4],
+    )
+    return "\n".join([*states, "", *safety, "", *sweeps]) + "\n"
+
+
+def _result_text(attempt: Mapping[str, Any]) -> str:
+    result = attempt.get("node_result") or {}
+    if not result:
+        return ""
+    restarted = "restarted" if attempt.get("restarted") else "no restart"
+    level = attempt.get("verification_level") or result.get("verification_level") or "none"
+    return f"{result.get('strategy_used') or '-'}, {restarted}, verified: {level}"
+
+
+def render_history(instance_id: str, attempts: Sequence[Mapping[str, Any]]) -> str:
+    """A node's attempts, newest first: when, why, what came of it; the newest result's output tail."""
+    first = attempts[0]
+    head = f"{instance_id}  cluster {first.get('cluster', '-')}  {len(attempts)} attempts\n\n"
+    rows = table(
+        ["CREATED", "TRIGGER", "STATUS", "BUNDLE", "RESULT", "REASON"],
+        [
+            [
+                _day(a["created_at"]),
+                a.get("trigger", "-"),
+                a["status"],
+                str(a.get("fingerprint", ""))[:12] or "-",
+                _result_text(a) or "-",
+                " ".join(str(a.get("reason") or "-").split())[:80],
+            ]
+            for a in attempts
+        ],
+    )
+    text = head + "\n".join(rows) + "\n"
+    finished = next((a for a in attempts if a.get("stdout_tail") or a.get("stderr_tail")), None)
+    if finished is not None:
+        text += f"\noutput of the newest result ({_day(finished['created_at'])}):\n"
+        for line in str(finished.get("stderr_tail") or finished.get("stdout_tail")).splitlines()[-10:]:
+            text += f"  {line}\n"
+    return text
+
+
+def render_failed(attempts: Sequence[Mapping[str, Any]], since: str) -> str:
+    if not attempts:
+        return f"no failed attempts since {since}\n"
+    rows = table(
+        ["CREATED", "CLUSTER", "INSTANCE", "STATUS", "TRIGGER", "REASON"],
+        [
+            [
+                _day(a["created_at"]),
+                a.get("cluster", "-"),
+                a["pk"],
+                a["status"],
+                a.get("trigger", "-"),
+                " ".join(str(a.get("reason") or "-").split())[:90],
+            ]
+            for a in attempts
+        ],
+    )
+    return "\n".join(rows) + f"\n\n{len(attempts)} failed attempts since {since}\n"
