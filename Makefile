@@ -20,11 +20,12 @@ empty :=
 space := $(empty) $(empty)
 RUNPATH := $(subst $(space),:,layers/common $(wildcard functions/*) tools .)
 
-$(VENV)/.installed: requirements-dev.txt layers/common/requirements.txt
+$(VENV)/.installed: requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.13 not found: install it (pyenv install 3.13) or pass PYTHON=..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .  # the eks-ca-remediator command (status)
 	touch $@
 
 $(SAMVENV)/.installed:
@@ -61,6 +62,7 @@ lint: setup $(SAMVENV)/.installed $(CHKVENV)/.installed
 	shellcheck node/remediate-ca.sh
 	$(PY) tools/ssm_document.py --check
 	$(VENV)/bin/cfn-lint template.yaml
+	$(SAMVENV)/bin/python tools/sar_metadata.py --check
 	PATH=$(dir $(PYTHON)):$$PATH $(SAM) validate --lint --region $(REGION)
 	$(CHKVENV)/bin/python tools/transform_template.py -o build/cfn/template.json
 	cd build/cfn && ../../$(CHKVENV)/bin/checkov --config-file ../../.checkov.yaml -f template.json
