@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 SAM := $(SAMVENV)/bin/sam
 REGION ?= us-east-1
 ENV ?= default
-LAB_PACKAGES := containerd runc docker-registry shellcheck openssl ca-certificates
+LAB_PACKAGES := containerd runc docker-registry shellcheck openssl ca-certificates tmux
 
 .PHONY: setup test lint demo bench build deploy embed redrive clean
 
