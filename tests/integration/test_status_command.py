@@ -131,14 +131,11 @@ def test_instance_history_shows_reasons_and_the_nodes_result(deployed):
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith(f"{node}  cluster prod-a  2 attempts")
-    newest, oldest = lines[3], lines[4]
-    assert "sweep" in newest
-    assert "FAILED" in newest
-    assert "restart, restarted, verified: daemon-pull" in newest
-    assert "verification failed: registry.example.internal:443: x509" in newest
-    assert "launch" in oldest
-    assert "SUCCEEDED" in oldest
-    assert fleet.OLD_FP[:12] in oldest
+    assert lines[2].split() == ["CREATED", "TRIGGER", "STATUS", "BUNDLE"]
+    assert lines[3].split()[2:] == ["sweep", "FAILED", fleet.NEW_FP[:12]]  # newest first
+    assert lines[4] == "    result: restart, restarted, verified: daemon-pull"
+    assert lines[5] == "    reason: verification failed: registry.example.internal:443: x509"
+    assert lines[6].split()[2:] == ["launch", "SUCCEEDED", fleet.OLD_FP[:12]]
     assert "certificate signed by unknown authority" in out  # the output tail
 
 
@@ -147,6 +144,7 @@ def test_failed_since_lists_only_recent_failures(deployed):
     assert code == 0
     assert out.rstrip().endswith("12 failed attempts since 2026-12-01 12:00 UTC")
     assert "pull-failure" not in out  # three days old
+    assert "\n    verification failed: registry.example.internal:443: x509\n" in out  # each one's reason
     code, out, _ = status("--stack", fleet.STACK, "--failed", "--since", "7d", "--json")
     attempts = json.loads(out)["attempts"]
     assert len(attempts) == 12 + fleet.OLD_FAILURES

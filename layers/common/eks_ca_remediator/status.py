@@ -197,47 +197,42 @@ def _result_text(attempt: Mapping[str, Any]) -> str:
 
 
 def render_history(instance_id: str, attempts: Sequence[Mapping[str, Any]]) -> str:
-    """A node's attempts, newest first: when, why, what came of it; the newest result's output tail."""
+    """A node's attempts, newest first: one row each (when, trigger, status, bundle), the node's
+    result and the reason indented under it; then the newest result's output tail."""
     first = attempts[0]
-    head = f"{instance_id}  cluster {first.get('cluster', '-')}  {len(attempts)} attempts\n\n"
     rows = table(
-        ["CREATED", "TRIGGER", "STATUS", "BUNDLE", "RESULT", "REASON"],
+        ["CREATED", "TRIGGER", "STATUS", "BUNDLE"],
         [
-            [
-                _day(a["created_at"]),
-                a.get("trigger", "-"),
-                a["status"],
-                str(a.get("fingerprint", ""))[:12] or "-",
-                _result_text(a) or "-",
-                " ".join(str(a.get("reason") or "-").split())[:80],
-            ]
+            [_day(a["created_at"]), a.get("trigger", "-"), a["status"], str(a.get("fingerprint", ""))[:12] or "-"]
             for a in attempts
         ],
     )
-    text = head + "\n".join(rows) + "\n"
+    lines = [f"{instance_id}  cluster {first.get('cluster', '-')}  {len(attempts)} attempts", "", rows[0]]
+    for row, attempt in zip(rows[1:], attempts, strict=True):
+        lines.append(row)
+        if _result_text(attempt):
+            lines.append(f"    result: {_result_text(attempt)}")
+        reason = " ".join(str(attempt.get("reason") or "").split())
+        if reason:
+            lines.append(f"    reason: {reason[:68]}")
     finished = next((a for a in attempts if a.get("stdout_tail") or a.get("stderr_tail")), None)
     if finished is not None:
-        text += f"\noutput of the newest result ({_day(finished['created_at'])}):\n"
-        for line in str(finished.get("stderr_tail") or finished.get("stdout_tail")).splitlines()[-10:]:
-            text += f"  {line}\n"
-    return text
+        lines += ["", f"output of the newest result ({_day(finished['created_at'])}):"]
+        tail = str(finished.get("stderr_tail") or finished.get("stdout_tail")).splitlines()
+        lines += [f"  {line}" for line in tail[-10:]]
+    return "\n".join(lines) + "\n"
 
 
 def render_failed(attempts: Sequence[Mapping[str, Any]], since: str) -> str:
+    """Failed attempts, newest first, each with its reason indented under it."""
     if not attempts:
         return f"no failed attempts since {since}\n"
     rows = table(
-        ["CREATED", "CLUSTER", "INSTANCE", "STATUS", "TRIGGER", "REASON"],
-        [
-            [
-                _day(a["created_at"]),
-                a.get("cluster", "-"),
-                a["pk"],
-                a["status"],
-                a.get("trigger", "-"),
-                " ".join(str(a.get("reason") or "-").split())[:90],
-            ]
-            for a in attempts
-        ],
+        ["CREATED", "CLUSTER", "INSTANCE", "STATUS", "TRIGGER"],
+        [[_day(a["created_at"]), a.get("cluster", "-"), a["pk"], a["status"], a.get("trigger", "-")] for a in attempts],
     )
-    return "\n".join(rows) + f"\n\n{len(attempts)} failed attempts since {since}\n"
+    lines = [rows[0]]
+    for row, attempt in zip(rows[1:], attempts, strict=True):
+        reason = " ".join(str(attempt.get("reason") or "-").split())
+        lines += [row, f"    {reason[:76]}"]
+    return "\n".join(lines) + f"\n\n{len(attempts)} failed attempts since {since}\n"
