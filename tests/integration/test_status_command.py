@@ -179,7 +179,7 @@ def test_progress_on_a_terminal_while_pages_come_in(deployed):
         (["--stack", fleet.STACK, "--cluster", "prod-z"], "unknown cluster 'prod-z'"),
         (["--stack", fleet.STACK, "--instance", "i-0123456789abcdef0"], "unknown instance 'i-0123456789abcdef0'"),
         (["--stack", fleet.STACK, "--instance", "web-1"], "--instance 'web-1' is not an EC2 instance id"),
-        (["--table", "missing-table", "--cluster", "prod-a"], "table 'missing-table' not found"),
+        (["--table", "missing-table", "--cluster", "prod-a"], "table 'missing-table' not found in us-east-1"),
         (["--table", fleet.TABLE], "no clusters to show: name them with --cluster"),
     ],
 )

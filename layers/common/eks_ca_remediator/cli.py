@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import tomllib
@@ -181,13 +182,15 @@ def _checked(args: argparse.Namespace, source: Source) -> list[str]:
 def run(args: argparse.Namespace, session: Any, out: TextIO, err: TextIO, now: float) -> int:
     region = session.region_name
     if not region:
-        raise EnvironmentProblem("no AWS region: pass --region, or set AWS_REGION or a profile's region")
+        raise EnvironmentProblem(
+            "no AWS region: pass --region, or set AWS_REGION (or AWS_DEFAULT_REGION) or a profile's region"
+        )
     if args.table:
         source = Source(args.table, [])
     else:
         stack = args.stack or default_stack(args.config_env, Path.cwd())
         source = stack_source(session.client("cloudformation", config=RETRY_CONFIG), stack, region)
-    args.resolved_table = source.table
+    args.resolved_table, args.resolved_region = source.table, region
     clusters = _checked(args, source)
     store = RecordStore(session.resource("dynamodb", config=RETRY_CONFIG).Table(source.table))
     progress = Progress(err)
@@ -220,7 +223,9 @@ def main(
     out, err = out or sys.stdout, err or sys.stderr
     args = parser().parse_args(argv)
     try:
-        return run(args, boto3.Session(region_name=args.region), out, err, clock())
+        # boto3 reads AWS_DEFAULT_REGION; AWS_REGION (what Lambda and other SDKs set) counts too
+        region = args.region or os.environ.get("AWS_REGION") or None
+        return run(args, boto3.Session(region_name=region), out, err, clock())
     except UsageError as exc:
         err.write(f"eks-ca-remediator status: {exc}\n")
         return 2
@@ -228,7 +233,9 @@ def main(
         err.write(f"eks-ca-remediator status: no AWS credentials ({exc}): configure a profile or set AWS_PROFILE\n")
         return 1
     except NoRegionError:
-        err.write("eks-ca-remediator status: no AWS region: pass --region, or set AWS_REGION or a profile's region\n")
+        err.write(
+            "eks-ca-remediator status: no AWS region: pass --region, or set AWS_REGION (or AWS_DEFAULT_REGION) or a profile's region\n"
+        )
         return 1
     except EnvironmentProblem as exc:
         err.write(f"eks-ca-remediator status: {exc}\n")
@@ -237,7 +244,9 @@ def main(
         error = exc.response.get("Error", {})
         if error.get("Code") == "ResourceNotFoundException":
             table = getattr(args, "resolved_table", "")
-            err.write(f"eks-ca-remediator status: table {table!r} not found in {args.region or 'the default region'}\n")
+            err.write(
+                f"eks-ca-remediator status: table {table!r} not found in {getattr(args, 'resolved_region', '')}\n"
+            )
             return 2
         hint = ": refresh your AWS credentials" if error.get("Code") in CREDENTIAL_CODES else ""
         err.write(f"eks-ca-remediator status: AWS refused: {error.get('Code')}: {error.get('Message', '')}{hint}\n")
