@@ -526,8 +526,10 @@ toml_keys() {
     }' "$1" 2>/dev/null
 }
 
-# toml_get FILE KEY: the value of KEY ("" when absent).
-toml_get() { toml_keys "$1" | awk -F'\t' -v k="$2" '$1 == k { v = $2 } END { printf "%s", v }'; }
+# toml_get KEYS KEY: the value of KEY in toml_keys output KEYS; status 1 when KEY is absent.
+toml_get() {
+  printf '%s\n' "$1" | awk -F'\t' -v k="$2" '$1 == k { v = $2; found = 1 } END { printf "%s", v; exit !found }'
+}
 
 # Effective registry config_path, gRPC address and CRI pull mode of the running configuration:
 # config.toml, then each of its `imports` (later files override earlier ones, as containerd
@@ -536,7 +538,7 @@ toml_get() { toml_keys "$1" | awk -F'\t' -v k="$2" '$1 == k { v = $2 } END { pri
 # docs/cri/config.md; AL2023's nodeadm writes version 3). An empty config_path means containerd
 # reads no hosts.toml at all.
 read_containerd_config() {
-  local f v key imports pattern
+  local f v key imports pattern keys value
   local -a files=()
   CFG_CONFIG_PATH=""
   CFG_ADDRESS=""
@@ -546,13 +548,14 @@ read_containerd_config() {
   [ -r "$CONTAINERD_CONFIG" ] || return 0
   files=("$CONTAINERD_CONFIG")
   # imports = ["/etc/containerd/config.d/*.toml", ...]: glob patterns, on one line.
-  imports=$(toml_get "$CONTAINERD_CONFIG" imports | tr -d '[]"\047' | tr ',' ' ')
+  imports=$(toml_get "$(toml_keys "$CONTAINERD_CONFIG")" imports | tr -d '[]"\047' | tr ',' ' ')
   # shellcheck disable=SC2086  # the patterns are globs, expanded here on purpose
   for pattern in $imports; do
     for f in $pattern; do [ -r "$f" ] && files+=("$f"); done
   done
   for f in ${files[@]+"${files[@]}"}; do
-    v=$(toml_get "$f" version)
+    keys=$(toml_keys "$f")
+    v=$(toml_get "$keys" version)
     [ -n "$v" ] || v=1
     [ "$f" = "$CONTAINERD_CONFIG" ] && CFG_VERSION="$v"
     case "$v" in
@@ -560,13 +563,12 @@ read_containerd_config() {
       2) key='plugins."io.containerd.grpc.v1.cri"' ;;
       *) key='plugins."io.containerd.cri.v1.images"' ;;
     esac
-    if toml_keys "$f" | awk -F'\t' -v k="$key.registry.config_path" '$1 == k { found = 1 } END { exit !found }'; then
-      CFG_CONFIG_PATH=$(toml_get "$f" "$key.registry.config_path")
-    fi
-    if [ -n "$(toml_get "$f" grpc.address)" ]; then CFG_ADDRESS=$(toml_get "$f" grpc.address); fi
+    # A config_path that is present overrides, also when empty; the others only when set.
+    if value=$(toml_get "$keys" "$key.registry.config_path"); then CFG_CONFIG_PATH="$value"; fi
+    value=$(toml_get "$keys" grpc.address) && [ -n "$value" ] && CFG_ADDRESS="$value"
     if [ "$v" -ge 3 ] 2>/dev/null; then
-      [ -z "$(toml_get "$f" "$key.use_local_image_pull")" ] || CFG_LOCAL_PULL=$(toml_get "$f" "$key.use_local_image_pull")
-      [ -z "$(toml_get "$f" "$key.discard_unpacked_layers")" ] || CFG_DISCARD=$(toml_get "$f" "$key.discard_unpacked_layers")
+      value=$(toml_get "$keys" "$key.use_local_image_pull") && [ -n "$value" ] && CFG_LOCAL_PULL="$value"
+      value=$(toml_get "$keys" "$key.discard_unpacked_layers") && [ -n "$value" ] && CFG_DISCARD="$value"
     fi
   done
 }

@@ -68,13 +68,12 @@ def validate_data(value: object) -> str:
         raise ApiError(f"Invalid base64 input: {exc}") from exc
     from cryptography import x509  # noqa: PLC0415 - the lab checks it is installed
 
-    blocks = PEM_RE.findall(decoded)
+    blocks = list(PEM_RE.finditer(decoded))
     if not blocks:
         raise ApiError("No valid certificate found in the bundle")
-    for label, _ in blocks:
-        if label != b"CERTIFICATE":
-            raise ApiError(f"Invalid PEM: block of type {label.decode()} is not a certificate")
-    for match in PEM_RE.finditer(decoded):
+    for match in blocks:
+        if match.group(1) != b"CERTIFICATE":
+            raise ApiError(f"Invalid PEM: block of type {match.group(1).decode()} is not a certificate")
         try:
             x509.load_pem_x509_certificate(match.group(0))
         except ValueError as exc:
