@@ -8,6 +8,8 @@ SOCKET=""
 CRICTL=""
 CONTAINERD_PID=""
 SYSTEMCTL_OUT=""
+CTRD_MAJOR=""
+CTRD_MINOR=""
 
 # Boot time in epoch seconds. /proc/stat btime is whole seconds (truncated); "now - uptime"
 # has 10 ms resolution, so prefer it when both agree to within 2 s.
@@ -44,6 +46,54 @@ pid_started_at() {
   awk -v t="$ticks" -v hz="$hz" -v b="$(boot_epoch)" 'BEGIN { printf "%.3f", b + t / hz }'
 }
 
+# version_major_minor TEXT: "MAJOR MINOR" of the first word of TEXT that starts like a version
+# (an optional "v", then MAJOR.MINOR); status 1 when none does. The forms the images print:
+#   upstream builds      v2.1.4  (containerd Makefile: VERSION is `git describe`, so a "v"), and
+#                        `containerd --version` = "containerd <package> <version> <revision>"
+#                        (cmd/containerd/command/main.go), e.g.
+#                        "containerd github.com/containerd/containerd/v2 v2.1.4 75cb2b7..."
+#   Amazon Linux         1.7.20 (`ctr version` on AL2023, amazon-eks-ami issue #1950); the RPM
+#                        is 1.7.11-1.amzn2.0.1 / 1.7.11-1.amzn2023.0.1 (amazon-eks-ami #1937)
+#   Debian / Ubuntu      1.6.20~ds1, 1.7.24~ds1, 2.1.9+unknown, 2.1.4~ds1-1
+# The package path's "/v2" is not a version: words are split on blanks only.
+version_major_minor() {
+  local word
+  local -a words=()
+  read -r -a words <<<"$1"
+  for word in ${words[@]+"${words[@]}"}; do
+    if [[ "$word" =~ ^v?([0-9]+)\.([0-9]+)([.~+-]|$) ]]; then
+      printf '%s %s' "$((10#${BASH_REMATCH[1]}))" "$((10#${BASH_REMATCH[2]}))"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# containerd_config_file PID: the config file the running containerd read: its --config/-c
+# argument (/proc/PID/cmdline; cmd/containerd/command/main.go: `--config value, -c value`, also
+# `--config=value`), relative to its working directory; else the default.
+containerd_config_file() {
+  local arg next="" file=""
+  while IFS= read -r -d '' arg; do
+    if [ -n "$next" ]; then
+      file="$arg"
+      next=""
+      continue
+    fi
+    case "$arg" in
+      --config | -config | -c) next=1 ;;
+      --config=* | -config=* | -c=*) file="${arg#*=}" ;;
+    esac
+  done <"/proc/$1/cmdline"
+  if [ -z "$file" ]; then
+    printf '%s' "$CONTAINERD_CONFIG_DEFAULT"
+  elif [[ "$file" == /* ]]; then
+    printf '%s' "$file"
+  else
+    printf '%s/%s' "$(readlink "/proc/$1/cwd")" "$file"
+  fi
+}
+
 file_mtime() {
   date -r "$1" +%s.%N 2>/dev/null | awk '{ printf "%.3f", $1 }'
 }
@@ -62,16 +112,7 @@ containerd_answers() {
 # start time and version (R_BEFORE_*, R_CONTAINERD_VERSION); fails, changing nothing, when
 # containerd is not running or does not answer.
 inspect_containerd() {
-  read_containerd_config
-  SOCKET="${CFG_ADDRESS:-$CONTAINERD_SOCKET_DEFAULT}"
-  R_CONFIG_PATH="$CFG_CONFIG_PATH"
-  CRICTL=""
-  if command -v crictl >/dev/null 2>&1; then CRICTL="crictl"; fi
-  if [ -z "$CRICTL" ] && ! command -v ctr >/dev/null 2>&1; then
-    fail "neither crictl nor ctr is on PATH ($R_OS): cannot check that containerd answers; nothing changed"
-  fi
-  log "containerd socket $SOCKET; registry config_path '${CFG_CONFIG_PATH}' (config version ${CFG_VERSION:-none}); crictl: ${CRICTL:-absent}"
-
+  local v
   containerd_pid
   case $? in
     0) R_BEFORE_PID="$CONTAINERD_PID" ;;
@@ -80,12 +121,34 @@ inspect_containerd() {
   esac
   R_BEFORE_START=$(pid_started_at "$R_BEFORE_PID") || R_BEFORE_START=""
   log "containerd pid $R_BEFORE_PID started at $R_BEFORE_START"
+  containerd_proxy "$R_BEFORE_PID"
+  CONTAINERD_CONFIG=$(containerd_config_file "$R_BEFORE_PID" 2>/dev/null) || CONTAINERD_CONFIG="$CONTAINERD_CONFIG_DEFAULT"
+  [ -n "$CONTAINERD_CONFIG" ] || CONTAINERD_CONFIG="$CONTAINERD_CONFIG_DEFAULT"
+  R_CONFIG_FILE="$CONTAINERD_CONFIG"
+  [ -r "$CONTAINERD_CONFIG" ] || log "containerd's config file $CONTAINERD_CONFIG is not readable: containerd's defaults assumed"
+  read_containerd_config
+  SOCKET="${CFG_ADDRESS:-$CONTAINERD_SOCKET_DEFAULT}"
+  R_CONFIG_PATH="$CFG_CONFIG_PATH"
+  CRICTL=""
+  if command -v crictl >/dev/null 2>&1; then CRICTL="crictl"; fi
+  if [ -z "$CRICTL" ] && ! command -v ctr >/dev/null 2>&1; then
+    fail "neither crictl nor ctr is on PATH ($R_OS): cannot check that containerd answers; nothing changed"
+  fi
+  log "containerd config $CONTAINERD_CONFIG; socket $SOCKET; registry config_path '${CFG_CONFIG_PATH}' (config version ${CFG_VERSION:-none}); crictl: ${CRICTL:-absent}"
   if ! containerd_answers; then
     fail "containerd (pid $R_BEFORE_PID) does not answer on $SOCKET (${CRICTL:-ctr} within 10 s): nothing changed"
   fi
+  # The running daemon's version (ctr's Server section); else the binary's on PATH.
   if command -v ctr >/dev/null 2>&1; then
     R_CONTAINERD_VERSION=$(timeout 10 ctr --address "$SOCKET" version 2>/dev/null |
       awk '/^Server:/ { s = 1 } s && $1 == "Version:" { print $2; exit }' | tr -cd '0-9A-Za-z.+~-')
   fi
-  log "containerd version ${R_CONTAINERD_VERSION:-unknown}"
+  if [ -z "$R_CONTAINERD_VERSION" ] && command -v containerd >/dev/null 2>&1; then
+    R_CONTAINERD_VERSION=$(timeout 10 containerd --version 2>/dev/null | head -n 1 | tr -cd '0-9A-Za-z.+~/ -' | head -c 200)
+  fi
+  if v=$(version_major_minor "$R_CONTAINERD_VERSION"); then
+    CTRD_MAJOR=${v% *}
+    CTRD_MINOR=${v#* }
+  fi
+  log "containerd version ${R_CONTAINERD_VERSION:-unknown} (major ${CTRD_MAJOR:-?}, minor ${CTRD_MINOR:-?})"
 }

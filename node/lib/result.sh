@@ -18,6 +18,8 @@ R_CANARY="skipped"
 R_LEVEL="none"
 R_CONTAINERD_VERSION=""
 R_CONFIG_PATH=""
+R_CONFIG_FILE=""
+R_PULL_PATH=""
 R_FINGERPRINT=""
 R_DRY_RUN=false
 declare -a R_ACTIONS=()
@@ -82,6 +84,8 @@ emit_json() {
     printf ',"restarted":%s' "$(json_bool "$R_RESTARTED")"
     printf ',"containerd_version":%s' "$(json_str "$R_CONTAINERD_VERSION")"
     printf ',"registry_config_path":%s' "$(json_str "$R_CONFIG_PATH")"
+    printf ',"containerd_config":%s' "$(json_str "$R_CONFIG_FILE")"
+    printf ',"cri_pull_path":%s' "$(json_str "$R_PULL_PATH")"
     printf ',"containerd_before":{"pid":%s,"started_at":%s}' \
       "$(json_num "$R_BEFORE_PID")" "$(json_num "$R_BEFORE_START")"
     printf ',"containerd_after":{"pid":%s,"started_at":%s}' \

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ssm_document import DOCUMENT_MAX_BYTES, document_size, extract_script, join_script, node_files
+from ssm_document import DOCUMENT_MAX_BYTES, deployed_script, document_size, extract_script, join_script, node_files
 
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = ROOT / "node" / "remediate-ca.sh"
@@ -23,8 +23,9 @@ CROSS_MODULE = "SC1091,SC2034,SC2153,SC2154"
 
 
 def _script() -> str:
-    """The script Run Command runs: the main file with its modules joined in."""
-    return join_script()
+    """The script Run Command runs: the main file with its modules joined in, comment lines
+    dropped (tools/ssm_document.py deployed_script)."""
+    return deployed_script()
 
 
 def _tool_missing(reason: str) -> None:
@@ -64,8 +65,12 @@ def test_the_document_runs_the_joined_modules_and_stays_under_64_kb():
     assert extract_script(text) == _script()
     names = [p.name for p in node_files()[1:]]
     assert len(names) >= 8, names
+    joined = join_script()
     for name in names:
-        assert f"# ---- node/lib/{name} ----" in extract_script(text)
+        assert f"# ---- node/lib/{name} ----" in joined
+    # Dropping comment lines changes no code line.
+    code = [line for line in joined.splitlines() if not line.lstrip().startswith("#")]
+    assert [line for line in _script().splitlines() if not line.lstrip().startswith("#")] == code
     size = document_size(text)
     print(f"SSM document: {size} bytes, {DOCUMENT_MAX_BYTES - size} bytes under the 64 KB limit")
     assert size < DOCUMENT_MAX_BYTES
