@@ -72,8 +72,8 @@ verify_tls() {
   local cafile=$1 h hp name out rc why help proxy p via attempt
   local -a opts=() cmd=()
   help=$(timeout 10 openssl s_client -help 2>&1)
-  if printf '%s\n' "$help" | grep -q -- '-no-CApath'; then opts+=(-no-CApath); fi
-  if printf '%s\n' "$help" | grep -q -- '-no-CAstore'; then opts+=(-no-CAstore); fi
+  if [[ "$help" == *-no-CApath* ]]; then opts+=(-no-CApath); fi
+  if [[ "$help" == *-no-CAstore* ]]; then opts+=(-no-CAstore); fi
   for h in ${HOSTS[@]+"${HOSTS[@]}"}; do
     hp=$(host_port "$h")
     name=${hp%:*}
@@ -84,7 +84,7 @@ verify_tls() {
     cmd=()
     if [ -z "$proxy" ]; then
       cmd=(openssl s_client -connect "$hp")
-    elif [[ "$proxy" != https://* ]] && [[ "$p" != *@* ]] && printf '%s\n' "$help" | grep -q -- '-proxy'; then
+    elif [[ "$proxy" != https://* ]] && [[ "$p" != *@* ]] && [[ "$help" == *" -proxy "* ]]; then
       [[ "$p" == *:* ]] || p="$p:80"
       via=" through proxy $p (openssl)"
       cmd=(openssl s_client -proxy "$p" -connect "$hp")
@@ -97,24 +97,27 @@ verify_tls() {
       rc=1
     else
       [ "${cmd[0]}" = curl ] || cmd+=(-servername "$name" -verify_return_error -CAfile "$cafile" ${opts[@]+"${opts[@]}"})
-      # An exit status 0 without openssl's verdict line is no answer: asked once more.
+      # The verdict is read from stdout alone: openssl's stderr lines ("depth=...", "DONE") can
+      # land inside a stdout line when both share one pipe. An exit status 0 without the
+      # verdict line is no answer: asked once more.
       for attempt in 1 2; do
-        out=$(timeout 20 ${cmd[@]+"${cmd[@]}"} </dev/null 2>&1)
+        out=$(timeout 20 ${cmd[@]+"${cmd[@]}"} </dev/null 2>"$WORK/tls.err")
         rc=$?
         if [ "$rc" -eq 0 ] && [ "${cmd[0]}" = curl ]; then out="Verify return code: 0 (ok)"; fi
-        if [ "$rc" -ne 0 ] || printf '%s\n' "$out" | grep -q 'Verify return code: '; then break; fi
+        if [ "$rc" -ne 0 ] || [[ "$out" == *"Verify return code: "* ]]; then break; fi
         log "TLS verification of $hp$via: no verdict (attempt $attempt)"
       done
+      out="$out"$'\n'"$(head -c 4000 "$WORK/tls.err" 2>/dev/null)"
     fi
     R_VERIFY_HOSTS+=("$h")
-    if [ "$rc" -eq 0 ] && printf '%s\n' "$out" | grep -q 'Verify return code: 0 (ok)'; then
+    if [ "$rc" -eq 0 ] && [[ "$out" == *"Verify return code: 0 (ok)"* ]]; then
       R_VERIFY_RESULTS+=("ok")
       log "TLS verification of $hp$via against $cafile: ok"
     else
       if [ "$rc" -eq 124 ]; then
         why="timed out after 20 s"
       else
-        why=$(printf '%s\n' "$out" | grep -m1 -Ei 'verify error|errno|connect:|unable|refused|error|curl|proxy' | head -c 300)
+        why=$(printf '%s\n' "$out" | grep -Ei 'verify error|errno|connect:|unable|refused|error|curl|proxy|Verify return code' | head -n 1 | head -c 300)
         [ -n "$why" ] || why="exit status $rc"
       fi
       R_VERIFY_RESULTS+=("failed: $why$via")

@@ -833,6 +833,8 @@ class NodeLab:
         if self._cri is not None:
             self._cri.close()
             self._cri = None
+        if self.dir is not None and self.is_bottlerocket:
+            self.wait_bottlerocket_applied(timeout=10)  # no thar-be-settings left to restart containerd
         if self.dir is not None:
             pid = self._read_pid()
             if pid:
@@ -1145,6 +1147,22 @@ class NodeLab:
     def write_file(self, path: str, data: str) -> None:
         self.sh('mkdir -p "$(dirname "$1")" && cat >"$1"', path, input_data=data.encode())
 
+    def wait_bottlerocket_applied(self, timeout: float = 30.0) -> bool:
+        """Until the API stand-in's thar-be-settings has applied the latest committed settings
+        (the lab can see its STATE.applied; the control container cannot). False on timeout."""
+        assert self.dir is not None
+        state = self.dir / "bottlerocket" / "settings.json"
+        applied = state.with_name(state.name + ".applied")
+        deadline = time.monotonic() + timeout
+        while True:
+            wanted = json.loads(state.read_text()).get("generation", 0) if state.exists() else 0
+            done = int(applied.read_text() or 0) if applied.exists() else 0
+            if done >= wanted:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
     def bottlerocket_settings(self) -> dict:
         """What the Bottlerocket API stand-in holds (settings.* without the prefix)."""
         assert self.dir is not None
@@ -1311,6 +1329,8 @@ class NodeLab:
         ca_body = "".join(self.ca_pem.strip().splitlines()[1:-1])
         if ca_body not in bundle.replace("\r", "").replace("\n", ""):
             return
+        if self.is_bottlerocket and not self.wait_bottlerocket_applied():
+            raise AssertionError("the script reported success but Bottlerocket did not apply settings.pki within 30 s")
         image = self.registry.fresh_image()
         ok, msg = self.cri_pull(image)
         self.fresh_pulls += 1

@@ -155,5 +155,6 @@ esac
 # crosses from the control container (a chroot in its own mount namespace) into the lab node's
 # namespace, where tests/nodelab/apiclient.py plays the API server.
 APICLIENT = r"""#!/bin/sh
-exec nsenter -t @HOLDER@ -m -- env -i PATH='@HOST_PATH@' '@PYTHON@' '@APICLIENT_PY@' --state '@STATE@' "$@"
+exec nsenter -t @HOLDER@ -m -- env -i PATH='@HOST_PATH@' ${NODELAB_APPLY_DELAY:+NODELAB_APPLY_DELAY=$NODELAB_APPLY_DELAY} \
+  '@PYTHON@' '@APICLIENT_PY@' --state '@STATE@' "$@"
 """
