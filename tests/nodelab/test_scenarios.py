@@ -502,6 +502,22 @@ def test_canary_reports_failure_when_the_registry_is_signed_by_another_ca(make_l
     assert_pull_fails_x509(lab, "with only the wrong CA trusted")
 
 
+@pytest.mark.parametrize("node", [("debian", "1.6"), ("al2023", "2")], ids=node_id)
+def test_a_canary_the_registry_refuses_after_a_verified_handshake_proves_the_ca_at_tls_only(make_lab, node):
+    """A canary image that does not exist (404; 401/403 alike: credentials needed) still proves
+    that containerd verified the registry's certificate: success at tls-only, saying why. An
+    x509 failure stays a failure (the test above)."""
+    lab = make_lab(*node)
+    eks_situation(lab)
+    missing = f"{lab.registry_host}/nodelab/hello:no-such-tag"
+    r = assert_success(lab.run_script(lab.script_env(SSM_CanaryImage=missing)))
+    assert r["verification_level"] == "tls-only"
+    assert r["canary"].startswith("tls-proven: the registry refused the pull after containerd verified"), r["canary"]
+    assert "not found" in r["canary"], r["canary"]
+    assert any("anonymously pullable canary image gives the strongest proof" in w for w in r["warnings"])
+    assert_pull_ok(lab, "after the remediation")
+
+
 # 11 ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("node", [("debian", "1.6"), ("ubuntu", "2"), ("al2", "1.7"), ("al2023", "2")], ids=node_id)
 def test_a_failed_trust_refresh_puts_the_previous_trust_state_back(make_lab, node):

@@ -176,7 +176,8 @@ class NodeResult(BaseModel):
     # (containerd 2.x ctr, Transfer service), TLS against the trust store only, Bottlerocket's
     # settings read back through its API, or none. Older scripts did not report it: "".
     verification_level: Literal["cri-pull", "daemon-pull", "tls-only", "settings-readback", "none", ""] = ""
-    # ok | failed: ... | unavailable: ... (no honest daemon-side pull on that node) | skipped
+    # ok | failed: ... | unavailable: ... (no honest daemon-side pull on that node) | skipped |
+    # tls-proven: ... (the registry refused the pull after containerd verified its certificate)
     canary: str = "skipped"
     containerd_version: str = ""
     registry_config_path: str = ""
