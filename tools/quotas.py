@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,46 +166,58 @@ def translate(template: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- sizes
+def _ref(arg: str, parameters: dict[str, Any]) -> Any:
+    if arg in PSEUDO:
+        return PSEUDO[arg]
+    # a resource's name otherwise: document names 128 (a ManagedPolicy's ARN is counted apart)
+    return parameters.get(arg, "n" * 128)
+
+
+def _getatt(arg: Any, parameters: dict[str, Any]) -> str:
+    logical, attribute = arg.split(".", 1) if isinstance(arg, str) else concrete(arg, parameters)
+    return ROLE_ARN if attribute == "Arn" and logical.endswith("Role") else GETATT[attribute]
+
+
+def _sub(arg: Any, parameters: dict[str, Any]) -> str:
+    text, local = (arg, {}) if isinstance(arg, str) else (arg[0], concrete(arg[1], parameters))
+
+    def variable(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key in local:
+            return str(local[key])
+        return str(_getatt(key, parameters) if "." in key else _ref(key, parameters))
+
+    return re.sub(r"\$\{([^}!]+)\}", variable, text)
+
+
+def _join(arg: Any, parameters: dict[str, Any]) -> str:
+    return arg[0].join(str(v) for v in _as_list(concrete(arg[1], parameters)))
+
+
+def _if(arg: Any, parameters: dict[str, Any]) -> Any:  # the longer branch
+    return max((concrete(b, parameters) for b in arg[1:]), key=lambda b: len(json.dumps(b)))
+
+
+INTRINSICS = {
+    "Ref": _ref,
+    "GetAtt": _getatt,
+    "Sub": _sub,
+    "Join": _join,
+    "If": _if,
+    "Select": lambda _arg, _parameters: "x" * 256,
+}
+
+
 def concrete(value: Any, parameters: dict[str, Any]) -> Any:
     """`value` with every intrinsic function replaced by the longest value it can take."""
     if isinstance(value, list):
-        found = [concrete(v, parameters) for v in value]
-        return [v for v in found if v is not None]
-    if not isinstance(value, dict):
-        return value
-    if len(value) == 1:
+        return [v for v in (concrete(item, parameters) for item in value) if v is not None]
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)).removeprefix("Fn::") in INTRINSICS:
         [(fn, arg)] = value.items()
-        name = fn.removeprefix("Fn::")
-        if name == "Ref":
-            if arg in PSEUDO:
-                return PSEUDO[arg]
-            if arg in parameters:
-                return parameters[arg]
-            return "n" * 128  # a resource's name: document names 128; ManagedPolicy ARNs are counted apart
-        if name == "GetAtt":
-            logical, attribute = arg.split(".", 1) if isinstance(arg, str) else concrete(arg, parameters)
-            return ROLE_ARN if attribute == "Arn" and logical.endswith("Role") else GETATT[attribute]
-        if name == "Sub":
-            text, local = (arg, {}) if isinstance(arg, str) else (arg[0], concrete(arg[1], parameters))
-
-            def sub(key: str) -> str:
-                if key in local:
-                    return str(local[key])
-                if "." in key:
-                    return str(concrete({"Fn::GetAtt": key}, parameters))
-                return str(concrete({"Ref": key}, parameters))
-
-            import re
-
-            return re.sub(r"\$\{([^}!]+)\}", lambda m: sub(m.group(1)), text)
-        if name == "Join":
-            return arg[0].join(str(v) for v in _as_list(concrete(arg[1], parameters)))
-        if name == "If":  # the longer branch
-            branches = [concrete(b, parameters) for b in arg[1:]]
-            return max(branches, key=lambda b: len(json.dumps(b)))
-        if name == "Select":
-            return "x" * 256
-    return {k: concrete(v, parameters) for k, v in value.items()}
+        return INTRINSICS[fn.removeprefix("Fn::")](arg, parameters)
+    if isinstance(value, dict):
+        return {k: concrete(v, parameters) for k, v in value.items()}
+    return value
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -234,24 +247,15 @@ class Figures:
 
     def problems(self) -> list[str]:
         found = [
-            f"role {r}: inline policies {n} > {IAM_INLINE_PER_ROLE}"
-            for r, n in self.inline_by_role.items()
-            if n > IAM_INLINE_PER_ROLE
-        ]
-        found += [
-            f"role {r}: trust policy {n} > {IAM_TRUST_POLICY}"
-            for r, n in self.trust_by_role.items()
-            if n > IAM_TRUST_POLICY
-        ]
-        found += [
-            f"role {r}: {n} managed policies > {IAM_MANAGED_PER_ROLE}"
-            for r, n in self.managed_count_by_role.items()
-            if n > IAM_MANAGED_PER_ROLE
-        ]
-        found += [
-            f"managed policy {p}: {n} > {IAM_MANAGED_POLICY}"
-            for p, n in self.managed_policy_sizes.items()
-            if n > IAM_MANAGED_POLICY
+            f"{what} {name}: {n} > {limit}"
+            for what, sizes, limit in (
+                ("inline policies of role", self.inline_by_role, IAM_INLINE_PER_ROLE),
+                ("trust policy of role", self.trust_by_role, IAM_TRUST_POLICY),
+                ("managed policies attached to role", self.managed_count_by_role, IAM_MANAGED_PER_ROLE),
+                ("managed policy", self.managed_policy_sizes, IAM_MANAGED_POLICY),
+            )
+            for name, n in sizes.items()
+            if n > limit
         ]
         for what, n, limit in (
             ("resources", self.resources, CFN_RESOURCES),
