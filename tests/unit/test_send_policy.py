@@ -3,7 +3,9 @@
 The statements are read from template.yaml and member-account.yaml as deployed (Fn::ForEach
 expanded for the enrolled clusters, intrinsics resolved) and evaluated like IAM's policy
 evaluation (tests/fakes/iam.py): action, resource ARN, condition keys with StringEquals
-semantics. For every provisioner of the one list (provisioners.py), a node of an enrolled cluster
+semantics. SendCommand is granted only to the send role of each enrolled cluster: a sending
+role's statements are those of the send roles it may assume, and each send role alone allows
+its own cluster's nodes only. For every provisioner of the one list (provisioners.py), a node of an enrolled cluster
 is allowed, a node of any other cluster is not, and IAM's verdict is the product's recognition.
 """
 
