@@ -11,7 +11,9 @@ Usage: python tools/ssm_document.py [--check]
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,12 @@ _CfnLoader.add_multi_constructor("!", _any_tag)
 
 
 def load_template(text: str) -> dict[str, Any]:
+    """The template parsed: a fresh copy each call (parsing, the slow part, is cached by text)."""
+    return copy.deepcopy(_parsed(text))
+
+
+@lru_cache(maxsize=8)
+def _parsed(text: str) -> dict[str, Any]:
     return yaml.load(text, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
 
 
