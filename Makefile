@@ -66,6 +66,7 @@ lint: setup $(SAMVENV)/.installed $(CHKVENV)/.installed
 	$(SAMVENV)/bin/python tools/sar_metadata.py --check
 	PATH=$(dir $(PYTHON)):$$PATH $(SAM) validate --lint --region $(REGION)
 	$(CHKVENV)/bin/python tools/transform_template.py -o build/cfn/template.json
+	$(CHKVENV)/bin/python tools/quotas.py --translator  # quotas at 1-100 clusters, with the roles SAM writes
 	cd build/cfn && ../../$(CHKVENV)/bin/checkov --config-file ../../.checkov.yaml -f template.json
 
 demo: setup

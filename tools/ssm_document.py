@@ -18,8 +18,10 @@ Usage: python tools/ssm_document.py [--check] [--joined FILE]
 from __future__ import annotations
 
 import argparse
+import copy
 import re
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +131,12 @@ def document_size(template_text: str) -> int:
 
 
 def load_template(text: str) -> dict[str, Any]:
+    """The template parsed: a fresh copy each call (parsing, the slow part, is cached by text)."""
+    return copy.deepcopy(_parsed(text))
+
+
+@lru_cache(maxsize=8)
+def _parsed(text: str) -> dict[str, Any]:
     return yaml.load(text, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
 
 

@@ -106,6 +106,11 @@ class FakeRunCommand:
         for key in [k for k in self.invocations if k[0] == command_id]:
             del self.invocations[key]
 
+    def acting_as(self, authorize: Callable[[list[str]], bool]) -> ActingAs:
+        """This Run Command as seen through a role whose IAM verdict is `authorize` (an assumed
+        send role: tests/fakes/iam.py SendRoleFakes)."""
+        return ActingAs(self, authorize)
+
     def sent_to(self) -> list[list[str]]:
         return [c["InstanceIds"] for c in self.commands]
 
@@ -282,3 +287,23 @@ class FakeRunCommand:
             "StandardOutputContent": inv.stdout,
             "StandardErrorContent": inv.stderr,
         }
+
+
+@dataclass
+class ActingAs:
+    """A FakeRunCommand called with another role's credentials: SendCommand is judged by that
+    role's IAM; every other call and all state are the Run Command's."""
+
+    run_command: FakeRunCommand
+    authorize: Callable[[list[str]], bool]
+
+    def send_command(self, **kwargs: Any) -> dict[str, Any]:
+        own = self.run_command.authorize
+        self.run_command.authorize = self.authorize
+        try:
+            return self.run_command.send_command(**kwargs)
+        finally:
+            self.run_command.authorize = own
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.run_command, name)

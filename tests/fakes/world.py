@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities import parameters
 from eks_ca_remediator import edge, wiring
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
 from eks_ca_remediator.adapters.records import RecordStore
-from eks_ca_remediator.adapters.ssm import RunCommand
+from eks_ca_remediator.adapters.ssm import RunCommand, SendRoles
 from eks_ca_remediator.logic.remediation import Remediator
 from eks_ca_remediator.models import AgentWaitMessage
 from eks_ca_remediator.provisioners import BY_KEY
@@ -27,7 +27,7 @@ from eks_ca_remediator.settings import Settings, get_settings
 from moto import mock_aws
 from ssm_document import load_template
 
-from tests.fakes.iam import authorizer, home_send_statements
+from tests.fakes.iam import SendRoleFakes, authorizer, home_deployment
 from tests.fakes.pki import make_cert
 from tests.fakes.run_command import FakeClock, FakeRunCommand
 
@@ -37,6 +37,7 @@ REGION = "us-east-1"
 DOCUMENT = "eks-ca-remediator-RemediateCa"
 BUNDLE_PARAMETER = "/eks-ca-remediator/ca-bundle"
 TABLE = "remediation-records"
+SETTINGS_PATH = "/eks-ca-remediator/settings/"  # the template's, for the stack eks-ca-remediator
 
 
 @dataclass
@@ -112,6 +113,7 @@ class World:
     table: Any
     ssm_parameters: Any
     ca_pem: str
+    send_roles: SendRoleFakes
 
     # ------------------------------------------------------------------ setup
 
@@ -138,31 +140,45 @@ class World:
                     "AGENT_WAIT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/agent-wait",
                     "REGISTRY_HOSTS": "registry.example.internal:443",
                     "AGENT_WAIT_DEADLINE_SECONDS": "600",
+                    "SETTINGS_PATH": SETTINGS_PATH,
                     "AGENT_RECHECK_SECONDS": "15",
                     **env,
                 }
             )
             fake_ssm = FakeRunCommand(clock=clock, document_name=DOCUMENT)
-            # IAM as template.yaml grants it to the sending functions, for the enrolled clusters
-            statements = home_send_statements(list(settings.enrolled_clusters), ACCOUNT, DOCUMENT)
+            # IAM as template.yaml grants it, for the enrolled clusters: the sending functions' own
+            # roles may not send (every sending function has the same grant: test_send_policy.py);
+            # each cluster's send role, which they assume, may send to that cluster's nodes.
+            deployment = home_deployment(list(settings.enrolled_clusters), ACCOUNT, DOCUMENT)
+            document_arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:document/{DOCUMENT}"
+            iam_ec2 = boto3.client("ec2", region_name=REGION)  # its own client: tests count the product's calls
             fake_ssm.authorize = authorizer(
-                statements["OnLaunchFunction"],  # (every sending function's: test_send_policy.py)
-                f"arn:aws:ssm:{REGION}:{ACCOUNT}:document/{DOCUMENT}",
+                deployment.role_statements("OnLaunchFunctionRole", "ssm:SendCommand"),
+                document_arn,
                 ACCOUNT,
                 REGION,
-                boto3.client("ec2", region_name=REGION),  # its own client: tests count the product's calls
+                iam_ec2,
             )
+            send_roles = SendRoleFakes(
+                deployment, "OnLaunchFunctionRole", fake_ssm, document_arn, ACCOUNT, REGION, iam_ec2
+            )
+            send_roles.put_parameters(ssm_parameters)
             queue = FakeQueue(clock)
             ec2 = boto3.client("ec2", region_name=REGION)
             remediator = Remediator(
                 settings=settings,
                 records=RecordStore(table),
-                run_command=RunCommand(fake_ssm, DOCUMENT, settings.document_step),
+                run_command=RunCommand(
+                    fake_ssm,
+                    DOCUMENT,
+                    settings.document_step,
+                    SendRoles(ssm_parameters, None, settings.send_roles_path, assume=send_roles.assume),
+                ),
                 ec2=Ec2Reader(ec2),
                 queue=queue,
                 clock=clock,
             )
-            world = cls(clock, fake_ssm, queue, settings, remediator, ec2, table, ssm_parameters, ca_pem)
+            world = cls(clock, fake_ssm, queue, settings, remediator, ec2, table, ssm_parameters, ca_pem, send_roles)
             original = wiring.home_remediator
             wiring.home_remediator = lambda: remediator  # the handlers' factory, swapped
             wiring.get_settings = lambda: settings  # (reset() clears the real one's cache)

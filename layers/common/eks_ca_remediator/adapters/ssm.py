@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +28,59 @@ class Invocation:
 BOTTLEROCKET = "Bottlerocket"
 
 
+# Held send-role clients are renewed when their credentials have less than this left (a Lambda
+# invocation lasts at most 15 minutes).
+CREDENTIALS_MARGIN_SECONDS = 900 + 300
+
+
+class SendRoles:
+    """SSM clients acting as each enrolled cluster's send role, the one role allowed to send our
+    document to that cluster's nodes (template.yaml and member-account.yaml, SendRole<cluster>: one
+    role cannot hold every cluster's statements within IAM's quotas). The role's ARN is the
+    parameter `<path><cluster>`; a client is kept until shortly before its credentials expire."""
+
+    def __init__(
+        self,
+        ssm_client: Any,
+        sts_client: Any,
+        path: str,
+        assume: Callable[[Any, str], tuple[Any, float]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        from eks_ca_remediator.adapters import clients
+
+        self._ssm = ssm_client
+        self._sts = sts_client
+        self.path = path
+        self._assume = assume or clients.assumed_ssm
+        self._clock = clock
+        self._held: dict[str, tuple[Any, float]] = {}
+
+    def client(self, cluster: str) -> Any:
+        held = self._held.get(cluster)
+        if held is not None and held[1] - self._clock() >= CREDENTIALS_MARGIN_SECONDS:
+            return held[0]
+        name = self.path + cluster
+        try:
+            arn = self._ssm.get_parameter(Name=name)["Parameter"]["Value"]
+            client, expires_at = self._assume(self._sts, arn)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "ClientError")
+            raise SendDenied(f"cannot act as the send role of cluster {cluster!r} ({name}): {code}") from exc
+        self._held[cluster] = (client, expires_at)
+        return client
+
+
 class RunCommand:
-    def __init__(self, ssm_client: Any, document_name: str, step_name: str) -> None:
+    def __init__(
+        self, ssm_client: Any, document_name: str, step_name: str, send_roles: SendRoles | None = None
+    ) -> None:
         self._ssm = ssm_client
         self.document_name = document_name
         self.step_name = step_name
+        # SendCommand goes through the cluster's send role; without one (tests of this adapter,
+        # local runs) through ssm_client.
+        self.send_roles = send_roles
         self._platforms: dict[str, str] = {}
 
     def platform_name(self, instance_id: str) -> str:
@@ -60,11 +109,13 @@ class RunCommand:
         parameters: dict[str, list[str]],
         comment: str,
         timeout_seconds: int,
+        cluster: str,
     ) -> str:
-        """Send our document to at most 50 instances; returns the CommandId.
+        """Send our document to at most 50 instances of `cluster`; returns the CommandId.
 
         Our own input is checked here, before AWS sees it. Raises AgentNotRegistered when SSM
-        rejects an instance id (agent gone or not yet registered).
+        rejects an instance id (agent gone or not yet registered), SendDenied when IAM refuses
+        (or the cluster's send role cannot be assumed).
         """
         ids = list(instance_ids)
         if not 1 <= len(ids) <= 50:
@@ -72,8 +123,9 @@ class RunCommand:
         bad = [i for i in ids if not INSTANCE_ID_RE.fullmatch(i)]
         if bad:
             raise ValueError(f"not instance ids: {bad}")
+        sender = self.send_roles.client(cluster) if self.send_roles is not None else self._ssm
         try:
-            response = self._ssm.send_command(
+            response = sender.send_command(
                 InstanceIds=ids,
                 DocumentName=self.document_name,
                 DocumentVersion="$DEFAULT",

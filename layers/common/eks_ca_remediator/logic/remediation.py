@@ -436,6 +436,7 @@ class Remediator:
                 plan.document_parameters(),
                 COMMENT_PREFIX + batch_id,
                 self.settings.command_timeout_seconds,
+                cluster=plan.cluster,
             )
         except (AgentNotRegistered, SendDenied) as exc:
             if len(batch) == 1:
