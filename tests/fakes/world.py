@@ -6,7 +6,10 @@ ones; only `wiring.remediator` is swapped for one built on moto clients and the 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,6 +105,15 @@ def node_output(result: str = "success", restarted: bool = True, reason: str = "
     return json.dumps(payload) + "\n"
 
 
+def _pem_blocks(pem: str) -> list[str]:
+    return re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", pem, re.S)
+
+
+def _der(pem: str) -> bytes:
+    body = "".join(line for line in pem.strip().splitlines() if "-----" not in line)
+    return base64.b64decode(body)
+
+
 @dataclass
 class World:
     clock: FakeClock
@@ -114,6 +126,9 @@ class World:
     ssm_parameters: Any
     ca_pem: str
     send_roles: SendRoleFakes
+    # The CA that signed the registry the fake nodes verify against (None: every node succeeds).
+    registry_ca: str | None = None
+    trust: dict[str, str] = field(default_factory=dict)  # node -> fingerprint of its committed bundle
 
     # ------------------------------------------------------------------ setup
 
@@ -255,17 +270,39 @@ class World:
             self.run_agent_wait()
 
     def finish_all(self, status: str = "Success", stdout: str | None = None) -> list[dict[str, Any]]:
-        """Every open invocation finishes; SSM's status events go through the real handler."""
+        """Every open invocation finishes; SSM's status events go through the real handler. With a
+        `registry_ca` set and no `stdout`, each node judges the bundle it was sent (node_verdict)."""
         from on_command_status import handler
 
         results = []
         for (command_id, instance_id), inv in list(self.ssm.invocations.items()):
             if inv.status in ("Pending", "InProgress"):
-                event = self.ssm.finish(
-                    command_id, instance_id, status, stdout if stdout is not None else node_output()
-                )
+                node_status, output = status, stdout if stdout is not None else node_output()
+                if stdout is None and self.registry_ca is not None:
+                    node_status, output = self.node_verdict(command_id, instance_id)
+                event = self.ssm.finish(command_id, instance_id, node_status, output)
                 results.append(handler(event, LambdaContext()))
         return results
+
+    def node_verdict(self, command_id: str, instance_id: str) -> tuple[str, str]:
+        """What a node does with the bundle a command sent it, as the node script does: a bundle
+        without the registry's CA fails verification - rejected before commit (trust unchanged)
+        when RegistryHosts names the registry to check it against, committed and then failed
+        otherwise. `trust` keeps each node's committed bundle (fingerprint)."""
+        command = next(c for c in self.ssm.commands if c["CommandId"] == command_id)
+        pem = base64.b64decode(command["Parameters"]["CaBundle"][0]).decode()
+        fingerprint = hashlib.sha256(pem.encode()).hexdigest()
+        registry_hosts = command["Parameters"].get("RegistryHosts", [""])[0]
+        trusted = _der(self.registry_ca or "") in {_der(block) for block in _pem_blocks(pem)}
+        if trusted:
+            self.trust[instance_id] = fingerprint
+            return "Success", node_output(committed=True, bundle_rejected=False, precheck="ok")
+        reason = "verification failed: x509: certificate signed by unknown authority"
+        if registry_hosts:
+            output = node_output("failure", restarted=False, reason=reason, committed=False, bundle_rejected=True)
+            return "Failed", output.replace('"bundle_changed": true', '"bundle_changed": false')
+        self.trust[instance_id] = fingerprint
+        return "Failed", node_output("failure", reason=reason, committed=True, bundle_rejected=False)
 
     def reconcile(self) -> dict[str, Any]:
         """One pass of the real Reconcile handler, as its schedule starts it (events/ sample)."""

@@ -80,10 +80,12 @@ class Harness:
 
 @contextmanager
 def harness(**env: str) -> Iterator[Harness]:
-    env = {"SWEEP_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/sweep", **env}
+    # one wave: these tests are about the sweep itself (test_rollouts.py: the waves)
+    env = {"SWEEP_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/sweep", "ROLLOUT_WAVES": "100%", **env}
     with World.create(**env) as world:
         queue = FakeQueue(world.clock)
         sweeper = Sweeper(remediator=world.remediator, queue=queue)
+        world.remediator.sweep_queue = queue  # results queue a rollout's next pass
         original = wiring.sweeper
         wiring.sweeper = lambda: sweeper
         try:
@@ -220,7 +222,7 @@ def test_a_pass_short_of_time_continues_itself_without_skipping_or_repeating():
         # then one batch of 50 is sent, then it queues its continuation.
         results = h.drain(budget_calls=4)
         prod_a = [r for r in results if r["cluster"] == "prod-a"]
-        assert [r["action"] for r in prod_a] == ["continued"] * 5 + ["complete"]
+        assert [r["action"] for r in prod_a] == ["continued"] * 5 + ["waiting"]  # for the results
         assert [r["started"] for r in prod_a] == [50, 50, 50, 50, 50, 10]
         sent = Counter(i for c in w.ssm.commands for i in c["InstanceIds"])
         assert sent == Counter({n: 1 for n in nodes})
@@ -317,7 +319,7 @@ def test_sample_sweep_job_runs_a_pass():
         h.world.add_nodes(2)
         body = json.loads((EVENTS / "sweep-job-sqs.json").read_text())
         result = sweep(body, SweepContext())
-        assert result["action"] == "complete"
+        assert result["action"] == "waiting"  # the rollout completes once their results are in
         assert result["started"] == 2
 
 

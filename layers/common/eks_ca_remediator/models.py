@@ -125,6 +125,9 @@ class ManualRequest(_Strict):
     force: bool = False
     # Close the cluster's circuit breaker (and reset its failure count) instead of remediating.
     reset_breaker: bool = False
+    # A halted rollout of the cluster's new CA bundle (rollouts.py): resume it, or roll the nodes it
+    # changed back to the cluster's good bundle.
+    rollout: Literal["resume", "rollback"] | None = None
     # Optional: the deployment the caller means; another account or region is refused (edge.py).
     account: AccountId | None = None
     region: RegionName | None = None
@@ -135,6 +138,8 @@ class ManualRequest(_Strict):
             raise ValueError("give exactly one of 'instance_id' or 'cluster'")
         if self.reset_breaker and self.cluster is None:
             raise ValueError("'reset_breaker' closes a cluster's circuit breaker: give 'cluster'")
+        if self.rollout and self.cluster is None:
+            raise ValueError("'rollout' resumes or rolls back a cluster's halted rollout: give 'cluster'")
         return self
 
 

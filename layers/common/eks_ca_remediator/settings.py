@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from eks_ca_remediator.errors import ConfigurationError
 from eks_ca_remediator.models import CLUSTER_NAME_RE, REGISTRY_HOST_RE, Strategy
+from eks_ca_remediator.rollouts import DEFAULT_WAVES, WaveStep, parse_waves
 from eks_ca_remediator.sources import BundleSource, normalize_inline_pem, parse_source_map
 
 IMAGE_RE = re.compile(
@@ -46,6 +47,9 @@ class Settings(BaseModel):
     ca_expiry_warning_days: Annotated[int, Field(default=30, ge=0, le=3650, alias="CA_EXPIRY_WARNING_DAYS")]
     sweep_queue_url: Annotated[str, Field(default="", alias="SWEEP_QUEUE_URL")]
     sweep_recheck_seconds: Annotated[int, Field(default=300, ge=1, le=900, alias="SWEEP_RECHECK_SECONDS")]
+    # Rollouts of a new bundle (rollouts.py): cumulative waves, and the bake time between them.
+    rollout_waves: Annotated[str, Field(default=DEFAULT_WAVES, max_length=64, alias="ROLLOUT_WAVES")]
+    rollout_bake_seconds: Annotated[int, Field(default=60, ge=0, le=86400, alias="ROLLOUT_BAKE_SECONDS")]
     _bundle_sources: dict[str, tuple[BundleSource, ...]] = PrivateAttr(default_factory=dict)
     agent_wait_queue_url: Annotated[str, Field(default="", alias="AGENT_WAIT_QUEUE_URL")]
     default_strategy: Annotated[Strategy, Field(default=Strategy.AUTO, alias="DEFAULT_STRATEGY")]
@@ -98,6 +102,16 @@ class Settings(BaseModel):
         if bad:
             raise ValueError(f"not registry host[:port] values: {bad}")
         return value
+
+    @field_validator("rollout_waves")
+    @classmethod
+    def _waves(cls, value: str) -> str:
+        parse_waves(value)
+        return value
+
+    @property
+    def wave_steps(self) -> tuple[WaveStep, ...]:
+        return parse_waves(self.rollout_waves)
 
     @field_validator("canary_image")
     @classmethod

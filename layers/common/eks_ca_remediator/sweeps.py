@@ -132,7 +132,7 @@ class NodeState(StrEnum):
     DRIFTED = "drifted"  # latest SUCCEEDED carries another fingerprint, or there is none
     IN_FLIGHT = "in_flight"  # a live attempt is sending the current bundle (or this sweep's attempt)
     IN_FLIGHT_STALE = "in_flight_stale"  # a live attempt is sending another bundle: re-check later
-    DONE = "done"  # this sweep already tried the node and that attempt is over
+    DONE = "done"  # this sweep already tried the node and that attempt is over, without success
     COOLING = "cooldown"  # drifted, but its last result is within the instance cooldown: a later pass
 
 
@@ -155,12 +155,15 @@ def node_state(
     node whose last result is within `cooldown_seconds` waits for a later pass (safety.py).
     """
     live = _live(history, now, live_seconds)
+    succeeded = _last_success(history)
     if any(a.get("trigger") == Trigger.SWEEP.value and a.get("trigger_key") == sweep_id for a in history):
-        return NodeState.IN_FLIGHT if live else NodeState.DONE
+        if live:
+            return NodeState.IN_FLIGHT
+        current = succeeded is not None and succeeded.get("fingerprint") == fingerprint
+        return NodeState.CURRENT if current else NodeState.DONE
     if live:
         same = all(a.get("fingerprint") == fingerprint for a in live)
         return NodeState.IN_FLIGHT if same else NodeState.IN_FLIGHT_STALE
-    succeeded = _last_success(history)
     if succeeded is not None and succeeded.get("fingerprint") == fingerprint:
         return NodeState.CURRENT
     last_result = _last_result_epoch(history)

@@ -29,6 +29,9 @@ TIME_TO_SUCCEEDED_SECONDS = "TimeToSucceededSeconds"  # trigger time (record cre
 CIRCUIT_BREAKER_OPEN = "CircuitBreakerOpen"
 # CAs of a bundle that expire within CA_EXPIRY_WARNING_DAYS, counted whenever a plan is built.
 CA_EXPIRING_SOON = "CaExpiringSoon"
+ROLLOUT_HALTED = "RolloutHalted"  # a bundle's rollout halted by a failure (once per rollout)
+ROLLOUT_COMPLETED = "RolloutCompleted"
+TRUST_CHANGED = "TrustChanged"  # CAs a cluster's bundle gains or loses, announced before its first wave
 # Open attempts the reconciler made final (or whose lost agent-wait re-check it queued again):
 # each is a status event or re-check that never arrived. Alarm: non-zero every hour for a day.
 ATTEMPTS_RECONCILED = "AttemptsReconciled"

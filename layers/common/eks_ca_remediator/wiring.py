@@ -78,6 +78,7 @@ def home_remediator() -> Remediator:
         if settings.agent_wait_queue_url
         else None,
         clock=time.time,
+        sweep_queue=DelayQueue(clients.client("sqs"), settings.sweep_queue_url) if settings.sweep_queue_url else None,
     )
 
 

@@ -7,7 +7,9 @@ Items of one instance share the partition key `pk` = instance id:
 - one `HEAD` item holding the instance's in-flight claim: a conditional update lets exactly
   one attempt at a time send a command to the node, whatever the number of concurrent triggers.
 Items of one cluster share `pk` = `CLUSTER#<name>`: `BREAKER` (its circuit breaker and running-node
-count) and `IN_FLIGHT` (leases on the slots of its in-flight limit, safety.py).
+count), `IN_FLIGHT` (leases on the slots of its in-flight limit, safety.py), `ROLLOUT#<fingerprint>`
+(the rollout of one CA bundle in waves, rollouts.py) and `GOOD_BUNDLE` (the bundle whose rollout
+completed last: what launch, pull-failure and manual triggers send until the next one completes).
 GSI `by-cluster` (cluster, created_at) lists a cluster's attempts in a time range; the HEAD and
 cluster items have no created_at and so stay out of it.
 GSI `open-attempts` (open_attempt, reconcile_at) is sparse: only an attempt that is not final carries
@@ -36,6 +38,8 @@ IN_FLIGHT = "IN_FLIGHT"  # sk of a cluster's in-flight leases (pk CLUSTER#<name>
 LEASE_WRITE_ATTEMPTS = 5
 CLUSTER_PK = "CLUSTER#"  # + cluster name: its BREAKER and IN_FLIGHT items (no created_at: not in the GSI)
 ATTEMPT_PREFIX = "ATTEMPT#"
+ROLLOUT_PREFIX = "ROLLOUT#"
+GOOD_BUNDLE = "GOOD_BUNDLE"
 CLUSTER_INDEX = "by-cluster"
 OPEN_INDEX = "open-attempts"
 OPEN_MARK = "open_attempt"  # "OPEN" on attempts that are not final (the sparse index's key)
@@ -332,6 +336,81 @@ class RecordStore:
             ReturnValues="ALL_NEW",
         )["Attributes"]
         return _from_dynamo(raw)
+
+    # ------------------------------------------------------------ rollouts (rollouts.py)
+
+    def rollouts(self, cluster: str) -> list[dict[str, Any]]:
+        """Every rollout item of the cluster (one per bundle fingerprint rolled out)."""
+        return self._query_all(
+            KeyConditionExpression=Key("pk").eq(CLUSTER_PK + cluster) & Key("sk").begins_with(ROLLOUT_PREFIX),
+            ConsistentRead=True,
+        )
+
+    def rollout(self, cluster: str, fingerprint: str) -> dict[str, Any] | None:
+        key = {"pk": CLUSTER_PK + cluster, "sk": ROLLOUT_PREFIX + fingerprint}
+        raw = self._table.get_item(Key=key, ConsistentRead=True).get("Item")
+        return _from_dynamo(raw) if raw else None
+
+    def start_rollout(self, item: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
+        """Create the rollout item unless it exists (conditional put); (created, the item)."""
+        full = {**item, "pk": CLUSTER_PK + item["cluster_name"], "sk": ROLLOUT_PREFIX + item["fingerprint"]}
+        try:
+            self._table.put_item(Item=_to_dynamo(full), ConditionExpression=Attr("pk").not_exists())
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            existing = self.rollout(item["cluster_name"], item["fingerprint"])
+            if existing is None:
+                raise RecordConflict(f"rollout of {item['fingerprint']} in {item['cluster_name']} vanished") from exc
+            return False, existing
+        return True, full
+
+    def update_rollout(
+        self, cluster: str, fingerprint: str, fields: Mapping[str, Any], only_if_status_in: Iterable[str]
+    ) -> dict[str, Any] | None:
+        """Set fields on a rollout item while its status is one of `only_if_status_in` (else None):
+        of concurrent writers (status events, sweep passes) one moves it."""
+        names = {f"#r{i}": name for i, name in enumerate(fields)} | {"#st": "rollout_status"}
+        values = {f":r{i}": _to_dynamo(value) for i, value in enumerate(fields.values())}
+        allowed = {f":s{i}": status for i, status in enumerate(only_if_status_in)}
+        try:
+            raw = self._table.update_item(
+                Key={"pk": CLUSTER_PK + cluster, "sk": ROLLOUT_PREFIX + fingerprint},
+                UpdateExpression="SET " + ", ".join(f"#r{i} = :r{i}" for i in range(len(fields))),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values | allowed,
+                ConditionExpression=f"attribute_exists(pk) AND #st IN ({', '.join(allowed)})",
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return _from_dynamo(raw["Attributes"])
+
+    def claim_next_pass(self, cluster: str, fingerprint: str, now: float, at: float) -> bool:
+        """Note that the rollout's next sweep pass is queued for `at`, unless one is already queued
+        for a time between now and `at` (then False: that pass comes first, queue nothing)."""
+        try:
+            self._table.update_item(
+                Key={"pk": CLUSTER_PK + cluster, "sk": ROLLOUT_PREFIX + fingerprint},
+                UpdateExpression="SET next_pass_at = :at",
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(next_pass_at) "
+                "OR next_pass_at <= :now OR next_pass_at > :at)",
+                ExpressionAttributeValues={":at": Decimal(str(at)), ":now": Decimal(str(now))},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def good_bundle(self, cluster: str) -> dict[str, Any] | None:
+        raw = self._table.get_item(Key={"pk": CLUSTER_PK + cluster, "sk": GOOD_BUNDLE}, ConsistentRead=True).get("Item")
+        return _from_dynamo(raw) if raw else None
+
+    def set_good_bundle(self, cluster: str, item: Mapping[str, Any]) -> None:
+        self._table.put_item(Item=_to_dynamo({**item, "pk": CLUSTER_PK + cluster, "sk": GOOD_BUNDLE}))
 
     # ------------------------------------------------------------ in-flight claim
 

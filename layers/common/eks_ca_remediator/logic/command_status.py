@@ -11,6 +11,7 @@ from eks_ca_remediator.adapters.ssm import Invocation
 from eks_ca_remediator.decisions import Outcome, outcome_of, record_status_for, tail
 from eks_ca_remediator.errors import AttemptNotFound
 from eks_ca_remediator.logic.remediation import Remediator, iso
+from eks_ca_remediator.logic.rollout import on_result
 from eks_ca_remediator.models import CommandInvocationStatusChange, Status
 from eks_ca_remediator.safety import COOLDOWN_AFTER, breaker_effect
 
@@ -123,6 +124,7 @@ def record_result(
         return None
     telemetry.status_reached(outcome.status.value)
     _count_for_breaker(updated, outcome.status, now, remediator)
+    on_result(updated, outcome.status, remediator, NOT_THE_NODES_FAULT)  # a rollout's halt or next pass
     if outcome.status is Status.SUCCEEDED:
         took = telemetry.elapsed(attempt.get("created_at"), fields["completed_at"])
         if took is not None:

@@ -26,7 +26,9 @@ def on_launch(event: InstanceStateChange, remediator: Remediator) -> dict[str, A
         return {"action": "ignored", "reason": "instance not found", "instance_id": instance_id}
     cluster = node_cluster(instance.tags, remediator.settings.enrolled_clusters)
     if isinstance(cluster, Disagreement):
-        plan = build_plan(remediator.settings, Trigger.LAUNCH, remediator.clock(), cluster=cluster.cluster)
+        plan = build_plan(
+            remediator.settings, Trigger.LAUNCH, remediator.clock(), cluster=cluster.cluster, records=remediator.records
+        )
         skipped = remediator.skip_disagreeing([(instance_id, cluster)], plan, event.id, event.time.timestamp())
         return {"action": "skipped", "reason": cluster.reason, "records": skipped}
     if cluster is None:
@@ -36,7 +38,9 @@ def on_launch(event: InstanceStateChange, remediator: Remediator) -> dict[str, A
             "reason": "not a node of an enrolled cluster",
             "instance_id": instance_id,
         }
-    plan = build_plan(remediator.settings, Trigger.LAUNCH, remediator.clock(), cluster=cluster)
+    plan = build_plan(
+        remediator.settings, Trigger.LAUNCH, remediator.clock(), cluster=cluster, records=remediator.records
+    )
     records = remediator.start(
         [Target(instance_id=instance_id, cluster=cluster)],
         plan,

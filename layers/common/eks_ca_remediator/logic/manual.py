@@ -8,6 +8,7 @@ from aws_lambda_powertools import Logger
 
 from eks_ca_remediator.decisions import Disagreement, node_cluster
 from eks_ca_remediator.errors import InstanceNotFound, InvalidRequest
+from eks_ca_remediator.logic import rollout
 from eks_ca_remediator.logic.plans import build_plan
 from eks_ca_remediator.logic.remediation import Remediator
 from eks_ca_remediator.models import ManualRequest, Target, Trigger
@@ -55,6 +56,10 @@ def reset_breaker(cluster: str, request: ManualRequest, remediator: Remediator) 
 def remediate(request: ManualRequest, request_id: str, remediator: Remediator) -> dict[str, Any]:
     if request.reset_breaker and request.cluster is not None:
         return reset_breaker(request.cluster, request, remediator)
+    if request.rollout == "resume" and request.cluster is not None:
+        return rollout.resume(remediator, request.cluster, request_id, request.reason)
+    if request.rollout == "rollback" and request.cluster is not None:
+        return rollout.rollback(remediator, request.cluster, request_id, request.reason)
     targets, disagreeing = _targets(request, remediator)
     now = remediator.clock()
     cluster = targets[0].cluster if targets else disagreeing[0][1].cluster
@@ -76,8 +81,9 @@ def remediate(request: ManualRequest, request_id: str, remediator: Remediator) -
         strategy=request.strategy,
         dry_run=request.dry_run,
         reason=request.reason or "manual invoke",
+        records=remediator.records,
+        force=request.force,
     )
-    plan = plan.model_copy(update={"force": request.force})
     records = remediator.start(targets, plan, trigger_key=request_id, created_at=now)
     records += remediator.skip_disagreeing(disagreeing, plan, request_id, now)
     return {"records": records, "count": len(records)}

@@ -10,9 +10,11 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from eks_ca_remediator import telemetry
 from eks_ca_remediator.adapters.ca_sources import read_source
+from eks_ca_remediator.adapters.records import RecordStore
 from eks_ca_remediator.bundle import CaBundle, canonical_bundle
 from eks_ca_remediator.errors import BundleError
 from eks_ca_remediator.models import Plan, Strategy, Trigger
+from eks_ca_remediator.rollouts import Rollout, bundle_choice
 from eks_ca_remediator.settings import Settings
 
 logger = Logger(child=True)
@@ -32,6 +34,34 @@ def current_bundle(settings: Settings, cluster: str, now: float) -> CaBundle:
         except BundleError as exc:
             raise BundleError(f"CA bundle source {source.uri}: {exc}") from exc
     return canonical_bundle(*parts, now=at)
+
+
+def good_bundle(records: RecordStore, cluster: str, now: float) -> CaBundle | None:
+    """The cluster's good bundle (the one whose rollout completed last), if it has one."""
+    item = records.good_bundle(cluster)
+    if item is None:
+        return None
+    return canonical_bundle(item["pem"], now=datetime.fromtimestamp(now, UTC))
+
+
+def bundle_for_trigger(settings: Settings, records: RecordStore, cluster: str, now: float, force: bool) -> CaBundle:
+    """What a launch, pull-failure or manual trigger sends (rollouts.bundle_choice): the current
+    bundle, or the good one while the current one's rollout has not completed."""
+    current = current_bundle(settings, cluster, now)
+    good = records.good_bundle(cluster)
+    item = (
+        records.rollout(cluster, current.fingerprint) if good and good["fingerprint"] != current.fingerprint else None
+    )
+    rollout = Rollout.from_item(item) if item else None
+    if bundle_choice(current.fingerprint, good["fingerprint"] if good else None, rollout, force) == "current":
+        return current
+    logger.info(
+        "sending the cluster's good bundle: the current one's rollout has not completed",
+        cluster=cluster,
+        good=good["fingerprint"] if good else None,
+        current=current.fingerprint,
+    )
+    return canonical_bundle(good["pem"], now=datetime.fromtimestamp(now, UTC)) if good else current
 
 
 def expiry_warnings(bundle: CaBundle, cluster: str, now: float, days: int) -> tuple[str, ...]:
@@ -57,8 +87,16 @@ def build_plan(
     dry_run: bool | None = None,
     registry_hosts: tuple[str, ...] | None = None,
     reason: str = "",
+    records: RecordStore | None = None,
+    force: bool = False,
+    bundle: CaBundle | None = None,
 ) -> Plan:
-    bundle = current_bundle(settings, cluster, now)
+    """The plan of a trigger. With `records` (launch, pull-failure, manual), the bundle is the one
+    bundle_for_trigger chooses; without, the cluster's current bundle (the sweep); or `bundle`."""
+    if bundle is None:
+        use_good = records is not None and trigger is not Trigger.SWEEP
+        bundle = bundle_for_trigger(settings, records, cluster, now, force) if use_good and records else None
+    bundle = bundle or current_bundle(settings, cluster, now)
     return Plan(
         cluster=cluster,
         trigger=trigger,
@@ -72,11 +110,17 @@ def build_plan(
         ca_warnings=expiry_warnings(bundle, cluster, now, settings.ca_expiry_warning_days),
         ca_not_after=min(c.not_after for c in bundle.certificates).strftime("%Y-%m-%dT%H:%M:%SZ"),
         reason=reason,
+        force=force,
     )
 
 
-def plan_for_attempt(settings: Settings, attempt: dict[str, Any], now: float) -> Plan:
-    """The plan of an attempt that waited for its agent: same choices, the bundle as it is now."""
+def plan_for_attempt(
+    settings: Settings, attempt: dict[str, Any], now: float, records: RecordStore | None = None
+) -> Plan:
+    """The plan of an attempt that waited for its agent: same choices, the bundle as it is now
+    (an attempt created to send the cluster's good bundle - a rollback - sends it still)."""
+    good = records.good_bundle(attempt["cluster"]) if records is not None else None
+    keep_good = good is not None and good["fingerprint"] == attempt.get("fingerprint")
     return build_plan(
         settings,
         Trigger(attempt["trigger"]),
@@ -86,4 +130,7 @@ def plan_for_attempt(settings: Settings, attempt: dict[str, Any], now: float) ->
         dry_run=bool(attempt.get("dry_run")),
         registry_hosts=tuple(attempt.get("registry_hosts") or ()),
         reason=attempt.get("reason", ""),
+        records=records,
+        force=bool(attempt.get("force")),
+        bundle=canonical_bundle(good["pem"], now=datetime.fromtimestamp(now, UTC)) if keep_good and good else None,
     )

@@ -133,7 +133,9 @@ def _act(findings: _Findings, remediator: Remediator) -> list[dict[str, Any]]:
         cluster = findings.clusters[instance_id]
         target = Target(instance_id=instance_id, cluster=cluster)
         if cluster not in plans:
-            plans[cluster] = build_plan(settings, Trigger.PULL_FAILURE, now, cluster=cluster)
+            plans[cluster] = build_plan(
+                settings, Trigger.PULL_FAILURE, now, cluster=cluster, records=remediator.records
+            )
         if failures.remediable:
             hosts = registry_hosts(failures)
             strategy, why = strategy_for(plans[cluster].strategy, hosts)

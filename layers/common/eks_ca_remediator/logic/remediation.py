@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from eks_ca_remediator import __version__, telemetry
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
-from eks_ca_remediator.adapters.queue import AgentWaitQueue
+from eks_ca_remediator.adapters.queue import AgentWaitQueue, DelayQueue
 from eks_ca_remediator.adapters.records import OPEN, OPEN_MARK, RECONCILE_AT, Claim, RecordStore, attempt_sk
 from eks_ca_remediator.adapters.ssm import BOTTLEROCKET, RunCommand
 from eks_ca_remediator.decisions import (
@@ -80,6 +80,8 @@ class Remediator:
     clock: Callable[[], float]
     # Central mode: the member account whose nodes this Remediator acts on (None: our own).
     account: str | None = None
+    # The sweep queue: results of a rollout's nodes queue its next sweep pass (logic/rollout.py).
+    sweep_queue: DelayQueue | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -231,7 +233,7 @@ class Remediator:
 
     def _plan_of(self, attempt: dict[str, Any]) -> Plan:
         """Rebuild the plan of a waiting attempt, with the CA bundle as it is now."""
-        return plan_for_attempt(self.settings, attempt, self.clock())
+        return plan_for_attempt(self.settings, attempt, self.clock(), self.records)
 
     def _dispatch_with_own_plans(self, attempts: Sequence[dict[str, Any]]) -> None:
         """Send attempts an earlier trigger created with the plan each was created with (a later

@@ -24,10 +24,13 @@ from aws_lambda_powertools import Logger
 
 from eks_ca_remediator import telemetry
 from eks_ca_remediator.adapters.queue import DelayQueue
+from eks_ca_remediator.bundle import CaBundle
 from eks_ca_remediator.decisions import chunks
-from eks_ca_remediator.logic.plans import build_plan
+from eks_ca_remediator.logic.plans import build_plan, current_bundle
 from eks_ca_remediator.logic.remediation import Remediator
-from eks_ca_remediator.models import Target, Trigger
+from eks_ca_remediator.logic.rollout import claim_next_pass, complete, rollout_for_sweep
+from eks_ca_remediator.models import Plan, Target, Trigger
+from eks_ca_remediator.rollouts import Rollout, RolloutStatus, wave_move, wave_targets
 from eks_ca_remediator.safety import Breaker, live_seconds
 from eks_ca_remediator.sweeps import (
     NodeState,
@@ -80,6 +83,10 @@ class Sweeper:
             started_at = now if job.fingerprint else job.started_at
             job = job.model_copy(update={"fingerprint": plan.fingerprint, "started_at": started_at, "passes": 0})
         summary: dict[str, Any] = {"cluster": job.cluster, "sweep_id": job.sweep_id, "fingerprint": job.fingerprint}
+        bundle = current_bundle(r.settings, job.cluster, now)  # (the plan's, from the source cache)
+        rollout = rollout_for_sweep(r, job, bundle, now) if bundle.fingerprint == job.fingerprint else None
+        if rollout is not None and rollout.status is RolloutStatus.HALTED:
+            return self._held(rollout, summary)
 
         nodes, disagreeing = r.cluster_nodes(job.cluster)
         if disagreeing:
@@ -95,6 +102,8 @@ class Sweeper:
             cooldown = r.settings.instance_cooldown_seconds
             states[instance_id] = node_state(history, job.fingerprint, job.sweep_id, now, live, cooldown)
         room, limit = r.in_flight_room(job.cluster, now)  # the one in-flight limit, every trigger's
+        if rollout is not None:
+            return self._roll(job, rollout, bundle, plan, states, room, summary | {"limit": limit}, remaining_ms)
         todo = plan_sweep(states, room)
         summary |= {"nodes": len(nodes), "states": todo.counts, "limit": limit, "deferred": todo.deferred, "started": 0}
 
@@ -112,6 +121,70 @@ class Sweeper:
             return summary | {"action": "gave-up"}
         next_job = job.model_copy(update={"passes": job.passes + 1})
         return self._continue(next_job, r.settings.sweep_recheck_seconds, summary | {"action": "waiting"})
+
+    def _held(self, rollout: Rollout, summary: dict[str, Any]) -> dict[str, Any]:
+        """A halted rollout holds the cluster: nothing is sent until a manual resume or rollback."""
+        logger.warning(
+            "rollout halted: the sweep sends nothing until it is resumed or rolled back",
+            cluster=rollout.cluster,
+            halted_fingerprint=rollout.fingerprint,
+            node=rollout.halted_node,
+            reason=rollout.halted_reason,
+        )
+        return summary | {
+            "action": "halted",
+            "halted_fingerprint": rollout.fingerprint,
+            "wave": (rollout.halted_wave or 0) + 1,
+            "node": rollout.halted_node,
+            "reason": rollout.halted_reason,
+        }
+
+    def _roll(
+        self,
+        job: SweepJob,
+        rollout: Rollout,
+        bundle: CaBundle,
+        plan: Plan,
+        states: dict[str, NodeState],
+        room: int,
+        summary: dict[str, Any],
+        remaining_ms: Callable[[], int],
+    ) -> dict[str, Any]:
+        """One pass of a rollout in waves (rollouts.wave_move): send the current wave's nodes within
+        the in-flight limit, wait for their results, bake, or complete. Nodes this sweep tried
+        without success are out of the wave counts (a later sweep tries them again)."""
+        r = self.remediator
+        now = r.clock()
+        counts = plan_sweep(states, 0).counts
+        total = len(states) - counts.get(NodeState.DONE.value, 0)
+        targets = wave_targets(r.settings.wave_steps, total)
+        done, in_flight = counts.get(NodeState.CURRENT.value, 0), counts.get(NodeState.IN_FLIGHT.value, 0)
+        move = wave_move(rollout, targets, done, in_flight, now, r.settings.rollout_bake_seconds)
+        summary |= {"states": counts, "nodes": len(states), "wave": move.wave + 1, "waves": len(targets)}
+        summary |= {"done": done, "started": 0, "deferred": 0}
+        if move.kind == "complete":
+            complete(r, rollout, bundle, now)
+            logger.info("rollout pass: complete", **summary)
+            return summary | {"action": "complete"}
+        fields = {"wave": move.wave, "wave_done_at": move.wave_done_at, "origin": job.origin}
+        fields |= {"started_at": job.started_at, "wave_target": targets[move.wave], "nodes_total": total}
+        fields |= {"nodes_done": done, "last_pass_at": now}
+        if r.records.update_rollout(job.cluster, rollout.fingerprint, fields, (RolloutStatus.ROLLING.value,)) is None:
+            return self._held(Rollout.from_item(r.records.rollout(job.cluster, rollout.fingerprint) or {}), summary)
+        if move.kind == "bake":
+            claim_next_pass(r, job, min(move.delay, 900))
+            return summary | {"action": "baking", "continue_in": min(move.delay, 900)}
+        drifted = sorted(i for i, s in states.items() if s is NodeState.DRIFTED)
+        to_start = drifted[: min(move.send, max(0, room))]
+        summary["deferred"] = min(move.send, len(drifted)) - len(to_start)
+        for batch in chunks(to_start, 50):
+            if remaining_ms() < TIME_MARGIN_MS:
+                return self._continue(job, 0, summary | {"action": "continued"})
+            r.start([Target(instance_id=i, cluster=job.cluster) for i in batch], plan, job.sweep_id, job.started_at)
+            summary["started"] += len(batch)
+        claim_next_pass(r, job, r.settings.sweep_recheck_seconds)  # results queue it sooner
+        logger.info("rollout pass", **summary)
+        return summary | {"action": "waiting", "continue_in": r.settings.sweep_recheck_seconds}
 
     def _pause(self, job: SweepJob, breaker: Breaker, now: float) -> dict[str, Any]:
         """The cluster's breaker is open: create no attempts (they would all fire when it closes

@@ -1,0 +1,289 @@
+"""Rollouts in waves (rollouts.py): their records, the announcement of a change of trust, the halt
+and the next pass that a node's result queues, and the manual resume and rollback.
+
+The sweep moves a rollout forward (logic/sweep.py); a result moves it too (record_result calls
+on_result): a FAILED or TIMED_OUT result with the rollout's bundle halts it - a conditional write,
+so the halt is logged, counted (the RolloutHalted alarm) and announced once - and a SUCCEEDED one
+queues the rollout's next sweep pass (at most one pending pass per rollout: claim_next_pass), so a
+wave is followed by the next one a bake time later, not a sweep re-check later. No Lambda sleeps.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from eks_ca_remediator import telemetry
+from eks_ca_remediator.bundle import CaBundle, canonical_bundle
+from eks_ca_remediator.errors import InvalidRequest
+from eks_ca_remediator.logic.plans import build_plan
+from eks_ca_remediator.logic.remediation import Remediator, iso
+from eks_ca_remediator.models import Status, Target, Trigger
+from eks_ca_remediator.rollouts import Rollout, RolloutStatus, halts, trust_change, trust_changed
+from eks_ca_remediator.sweeps import SweepJob
+
+logger = Logger(child=True)
+
+# A node's result queues the rollout's next pass this much later (results of one wave gather).
+KICK_SECONDS = 10
+ROLLING = (RolloutStatus.ROLLING.value,)
+
+
+def _cas(bundle: CaBundle) -> tuple[tuple[str, str, str], ...]:
+    return tuple((c.subject, c.sha256, c.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")) for c in bundle.certificates)
+
+
+def good_item(remediator: Remediator, cluster: str) -> dict[str, Any] | None:
+    return remediator.records.good_bundle(cluster)
+
+
+def rollout_for_sweep(remediator: Remediator, job: SweepJob, bundle: CaBundle, now: float) -> Rollout | None:
+    """The rollout the sweep of `job` drives, created (and announced) on the first pass that sees
+    the bundle; None when the bundle is the cluster's good one (no waves: the sweep brings drifted
+    nodes to it at once). A rollout of another bundle that is HALTED holds the cluster: returned
+    as it is, so the pass sends nothing until a manual resume or rollback."""
+    records, cluster = remediator.records, job.cluster
+    good = records.good_bundle(cluster)
+    if good is not None and good["fingerprint"] == bundle.fingerprint:
+        return None
+    items = records.rollouts(cluster)
+    mine = next((i for i in items if i["fingerprint"] == bundle.fingerprint), None)
+    if mine is None:
+        halted = [i for i in items if i.get("rollout_status") == RolloutStatus.HALTED.value]
+        if halted:
+            return Rollout.from_item(halted[0])
+        mine = _start(remediator, job, bundle, good, items, now)
+    rollout = Rollout.from_item(mine)
+    if rollout.status is RolloutStatus.COMPLETE:
+        _set_good(remediator, cluster, bundle, now)  # the source went back to a bundle that completed
+        return None
+    if rollout.status is RolloutStatus.SUPERSEDED:  # the source went back to this bundle: from wave 1
+        fields = {"rollout_status": RolloutStatus.ROLLING.value, "wave": 0, "wave_done_at": None}
+        updated = records.update_rollout(cluster, bundle.fingerprint, fields, (RolloutStatus.SUPERSEDED.value,))
+        rollout = Rollout.from_item(updated or records.rollout(cluster, bundle.fingerprint) or mine)
+    return rollout
+
+
+def _start(
+    remediator: Remediator,
+    job: SweepJob,
+    bundle: CaBundle,
+    good: dict[str, Any] | None,
+    others: list[dict[str, Any]],
+    now: float,
+) -> dict[str, Any]:
+    records, cluster = remediator.records, job.cluster
+    created, item = records.start_rollout(
+        {
+            "cluster_name": cluster,
+            "fingerprint": bundle.fingerprint,
+            "rollout_status": RolloutStatus.ROLLING.value,
+            "origin": job.origin,
+            "started_at": job.started_at,
+            "wave": 0,
+            "previous_good": good["fingerprint"] if good else None,
+            "created_at_iso": iso(now),
+            "expires_at": int(now + remediator.settings.record_ttl_days * 86400),
+        }
+    )
+    if not created:
+        return item
+    for other in others:  # a newer bundle supersedes a rollout still in progress
+        if other.get("rollout_status") == RolloutStatus.ROLLING.value:
+            records.update_rollout(
+                cluster,
+                other["fingerprint"],
+                {"rollout_status": RolloutStatus.SUPERSEDED.value, "superseded_by": bundle.fingerprint},
+                ROLLING,
+            )
+            logger.warning("rollout superseded by a newer bundle", cluster=cluster, old=other["fingerprint"])
+    announce(remediator, cluster, bundle, good)
+    return item
+
+
+def announce(remediator: Remediator, cluster: str, bundle: CaBundle, good: dict[str, Any] | None) -> list[str]:
+    """One log line and metric naming every CA the cluster's trust gains or loses, before the first
+    wave (each CA: subject, SHA-256, not-after; the cluster it goes to). Returns the lines."""
+    old = None
+    if good is not None:
+        at = datetime.fromtimestamp(remediator.clock(), UTC)
+        old = _cas(canonical_bundle(good["pem"], now=at))
+    change = trust_change(old, _cas(bundle))
+    if change.empty:
+        return []
+    lines = [f"cluster {cluster}: {line}" for line in change.lines()]
+    logger.warning(
+        "CA trust changes: rolling out in waves",
+        cluster=cluster,
+        fingerprint=bundle.fingerprint,
+        previous_good=good["fingerprint"] if good else None,
+        changes=lines,
+    )
+    telemetry.count(telemetry.TRUST_CHANGED, len(change.added) + len(change.removed))
+    return lines
+
+
+def _set_good(remediator: Remediator, cluster: str, bundle: CaBundle, now: float) -> None:
+    remediator.records.set_good_bundle(
+        cluster,
+        {
+            "cluster_name": cluster,
+            "fingerprint": bundle.fingerprint,
+            "pem": bundle.pem,
+            "ca_not_after": min(c.not_after for c in bundle.certificates).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "completed_at": iso(now),
+        },
+    )
+
+
+def complete(remediator: Remediator, rollout: Rollout, bundle: CaBundle, now: float) -> None:
+    """Every node holds the bundle: it becomes the cluster's good bundle."""
+    done = remediator.records.update_rollout(
+        rollout.cluster,
+        rollout.fingerprint,
+        {"rollout_status": RolloutStatus.COMPLETE.value, "completed_at": iso(now)},
+        ROLLING,
+    )
+    if done is None:
+        return
+    _set_good(remediator, rollout.cluster, bundle, now)
+    telemetry.count(telemetry.ROLLOUT_COMPLETED)
+    logger.info("rollout complete: the cluster's good bundle", cluster=rollout.cluster, fingerprint=bundle.fingerprint)
+
+
+def claim_next_pass(remediator: Remediator, job: SweepJob, delay: int) -> bool:
+    """Queue the rollout's next sweep pass in `delay` s unless one is already due by then."""
+    now = remediator.clock()
+    claimed = remediator.records.claim_next_pass(job.cluster, job.fingerprint, now, now + delay)
+    if claimed and remediator.sweep_queue is not None:
+        remediator.sweep_queue.schedule(job.model_copy(update={"passes": 0}), delay)
+    return claimed
+
+
+# ---------------------------------------------------------------- results
+
+
+def on_result(
+    record: dict[str, Any], status: Status, remediator: Remediator, not_the_nodes_fault: frozenset[str]
+) -> None:
+    """A final result of a node sent a rollout's bundle: halt the rollout, or queue its next pass."""
+    cluster, fingerprint = record.get("cluster"), record.get("fingerprint")
+    if not cluster or not fingerprint or record.get("dry_run"):
+        return
+    item = remediator.records.rollout(cluster, fingerprint)
+    if item is None or item.get("rollout_status") != RolloutStatus.ROLLING.value:
+        return
+    if halts(status.value, record.get("ssm_status_details"), not_the_nodes_fault):
+        _halt(remediator, Rollout.from_item(item), record)
+        return
+    if status is Status.SUCCEEDED and item.get("origin"):
+        job = SweepJob(
+            origin=item["origin"], cluster=cluster, started_at=float(item["started_at"]), fingerprint=fingerprint
+        )
+        claim_next_pass(remediator, job, KICK_SECONDS)
+
+
+def _halt(remediator: Remediator, rollout: Rollout, record: dict[str, Any]) -> None:
+    node = record["pk"]
+    reason = str(record.get("reason") or record.get("status"))
+    committed = trust_changed(record)
+    halted = remediator.records.update_rollout(
+        rollout.cluster,
+        rollout.fingerprint,
+        {
+            "rollout_status": RolloutStatus.HALTED.value,
+            "halted_wave": rollout.wave,
+            "halted_node": node,
+            "halted_reason": reason,
+            "halted_committed": committed,
+            "halted_at": iso(remediator.clock()),
+        },
+        ROLLING,
+    )
+    if halted is None:
+        return  # another result halted it first: said once
+    telemetry.count(telemetry.ROLLOUT_HALTED)
+    logger.error(
+        "rollout halted: the new CA bundle failed on a node; nothing more is sent with it",
+        cluster=rollout.cluster,
+        fingerprint=rollout.fingerprint,
+        wave=rollout.wave + 1,
+        instance_id=node,
+        reason=reason,
+        trust_changed=committed,
+        resume=f'{{"cluster": "{rollout.cluster}", "rollout": "resume"}}',
+        rollback=f'{{"cluster": "{rollout.cluster}", "rollout": "rollback"}}',
+    )
+
+
+# ---------------------------------------------------------------- manual controls
+
+
+def _halted(remediator: Remediator, cluster: str) -> dict[str, Any]:
+    if cluster not in remediator.settings.enrolled_clusters:
+        raise InvalidRequest(f"cluster {cluster!r} is not enrolled")
+    halted = [i for i in remediator.records.rollouts(cluster) if i.get("rollout_status") == RolloutStatus.HALTED.value]
+    if not halted:
+        raise InvalidRequest(f"cluster {cluster!r} has no halted rollout")
+    return halted[0]
+
+
+def resume(remediator: Remediator, cluster: str, request_id: str, reason: str) -> dict[str, Any]:
+    """Resume a halted rollout (after its cause is fixed): it continues from the wave it halted in,
+    the node that failed included, with a new sweep (a new attempt per node). When the source
+    changed meanwhile, the halted rollout is superseded and the new bundle starts from wave 1."""
+    item = _halted(remediator, cluster)
+    now = remediator.clock()
+    origin = f"resume-{request_id}"[:128]
+    remediator.records.update_rollout(
+        cluster,
+        item["fingerprint"],
+        {
+            "rollout_status": RolloutStatus.ROLLING.value,
+            "origin": origin,
+            "started_at": now,
+            "wave_done_at": None,
+            "resumed_at": iso(now),
+            "resume_reason": reason,
+        },
+        (RolloutStatus.HALTED.value,),
+    )
+    if remediator.sweep_queue is None:
+        raise InvalidRequest("SWEEP_QUEUE_URL is not set: the rollout cannot be resumed from here")
+    remediator.sweep_queue.schedule(SweepJob(origin=origin, cluster=cluster, started_at=now), 0)
+    logger.warning("rollout resumed by a manual invoke", cluster=cluster, fingerprint=item["fingerprint"])
+    return {"rollout": "resumed", "cluster": cluster, "fingerprint": item["fingerprint"], "wave": item["wave"] + 1}
+
+
+def rollback(remediator: Remediator, cluster: str, request_id: str, reason: str) -> dict[str, Any]:
+    """Re-send the cluster's good bundle to every node the halted bundle was sent to and changed
+    (a node that rejected it before commit kept the good one). Forced: past the breaker and the
+    cooldown, as an operator's fix must be. The rollout stays halted until resumed."""
+    item = _halted(remediator, cluster)
+    good = remediator.records.good_bundle(cluster)
+    if good is None:
+        raise InvalidRequest(f"cluster {cluster!r} has no good bundle yet (first rollout): nothing to roll back to")
+    attempts = remediator.records.cluster_attempts(cluster, "1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z")
+    affected = sorted({a["pk"] for a in attempts if a.get("fingerprint") == item["fingerprint"] and trust_changed(a)})
+    now = remediator.clock()
+    at = datetime.fromtimestamp(now, UTC)
+    plan = build_plan(
+        remediator.settings,
+        Trigger.MANUAL,
+        now,
+        cluster=cluster,
+        reason=reason or f"rollback of {item['fingerprint'][:16]}",
+        force=True,
+        bundle=canonical_bundle(good["pem"], now=at),
+    )
+    records = remediator.start([Target(instance_id=i, cluster=cluster) for i in affected], plan, request_id, now)
+    remediator.records.update_rollout(
+        cluster,
+        item["fingerprint"],
+        {"rolled_back_at": iso(now), "rolled_back_nodes": len(affected)},
+        (RolloutStatus.HALTED.value,),
+    )
+    logger.warning("rollback to the good bundle", cluster=cluster, nodes=len(affected), good=good["fingerprint"])
+    return {"rollout": "rolled-back", "cluster": cluster, "records": records, "count": len(records)}
