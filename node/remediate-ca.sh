@@ -41,7 +41,7 @@ if [ -z "${BASH_VERSION:-}" ]; then
   if command -v bash >/dev/null 2>&1; then
     exec bash "$0" "$@"
   fi
-  echo '{"result":"failure","reason":"bash is required to run this script","os_family":"unknown","strategy_requested":"","strategy_used":"","restarted":false,"containerd_before":{"pid":null,"started_at":null},"containerd_after":{"pid":null,"started_at":null},"bundle_changed":false,"trust_bundle_mtime":null,"hosts_toml":{"written":[],"unchanged":[],"foreign_untouched":[]},"verification":{},"verification_level":"none","canary":"skipped","fingerprint":"","dry_run":false,"precheck":"skipped: no bash","precheck_hosts":{},"bundle_rejected":false,"committed":false,"actions":[],"warnings":[]}'
+  echo '{"result":"failure","reason":"bash is required to run this script","os_family":"unknown","strategy_requested":"","strategy_used":"","restarted":false,"containerd_before":{"pid":null,"started_at":null},"containerd_after":{"pid":null,"started_at":null},"bundle_changed":false,"trust_bundle_mtime":null,"hosts_toml":{"written":[],"unchanged":[],"foreign_untouched":[]},"verification":{},"verification_level":"none","canary":"skipped","fingerprint":"","dry_run":false,"precheck":"not run","precheck_hosts":{},"bundle_rejected":false,"committed":false,"actions":[],"warnings":[]}'
   exit 1
 fi
 # Bash run as `sh` (Amazon Linux) starts in POSIX mode, where bash 4.2 has no process

@@ -22,10 +22,14 @@ precheck() {
   R_VERIFY_RESULTS=()
   FAILURES=()
   for i in ${R_PRE_HOSTS[@]+"${!R_PRE_HOSTS[@]}"}; do
-    if [ "${R_PRE_RESULTS[$i]}" != ok ]; then
-      first="${R_PRE_HOSTS[$i]}: ${R_PRE_RESULTS[$i]#failed: }"
-      break
-    fi
+    case "${R_PRE_RESULTS[$i]}" in
+      ok) continue ;;
+      # curl exit 77: the CA file cannot be read as certificates (Bottlerocket's control
+      # container has no openssl to parse them earlier): the bundle's fault, not the host's.
+      *"curl: (77)"*) first="its certificates cannot be loaded (${R_PRE_RESULTS[$i]#failed: })" ;;
+      *) first="${R_PRE_HOSTS[$i]}: ${R_PRE_RESULTS[$i]#failed: }" ;;
+    esac
+    break
   done
   if [ -n "$first" ]; then
     R_PRECHECK="rejected"
@@ -55,6 +59,7 @@ lock_trust_store() {
 precheck_linux() {
   local f
   if [ "${#HOSTS[@]}" -eq 0 ]; then
+    R_PRECHECK="skipped: no registry hosts"
     log "pre-check skipped: no registry hosts"
     return 0
   fi
@@ -75,6 +80,7 @@ precheck_linux() {
 precheck_bottlerocket() {
   local out d
   if [ "${#HOSTS[@]}" -eq 0 ]; then
+    R_PRECHECK="skipped: no registry hosts"
     log "pre-check skipped: no registry hosts"
     return 0
   fi

@@ -391,7 +391,8 @@ BOTTLEROCKET_REASONS = {
     "non-ca-certificate": None,
     "ca-plus-non-ca": None,
     "expired-ca": None,
-    "garbage-in-certificate-block": "was refused: Failed to change settings: Invalid x509 certificate",
+    # The pre-check's curl cannot load it (the registry hosts are set): rejected before the API.
+    "garbage-in-certificate-block": "bundle rejected before any change: its certificates cannot be loaded",
 }
 
 
