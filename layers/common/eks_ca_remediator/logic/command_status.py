@@ -12,11 +12,13 @@ from eks_ca_remediator.decisions import Outcome, outcome_of, record_status_for, 
 from eks_ca_remediator.errors import AttemptNotFound
 from eks_ca_remediator.logic.remediation import Remediator, iso
 from eks_ca_remediator.models import CommandInvocationStatusChange, Status
+from eks_ca_remediator.reconcile import UNRECONCILED
 from eks_ca_remediator.safety import COOLDOWN_AFTER, breaker_effect
 
 logger = Logger(child=True)
 OPEN = (Status.PENDING_AGENT, Status.SENT, Status.IN_PROGRESS)
-NOT_THE_NODES_FAULT = frozenset({"Terminated", "Undeliverable", "DeliveryTimedOut"})
+# (UNRECONCILED: the reconciler could not get the result from SSM - says nothing of the node)
+NOT_THE_NODES_FAULT = frozenset({"Terminated", "Undeliverable", "DeliveryTimedOut", UNRECONCILED})
 
 
 def _count_for_breaker(record: dict[str, Any], status: Status, now: float, remediator: Remediator) -> None:
