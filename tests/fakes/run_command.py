@@ -101,6 +101,9 @@ class FakeRunCommand:
     rng: random.Random = field(default_factory=lambda: random.Random(13))
     # command id -> [error code, calls left (None: every call)] of GetCommandInvocation
     invocation_errors: dict[str, list[Any]] = field(default_factory=dict)
+    # (command id, instance id) -> time before which GetCommandInvocation still shows it running,
+    # without output, although its status event has gone out (`finish(..., output_after=...)`)
+    output_at: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.parameters = document_content((ROOT / "template.yaml").read_text())["parameters"]
@@ -139,8 +142,13 @@ class FakeRunCommand:
         stdout: str = "",
         stderr: str = "",
         details: str | None = None,
+        output_after: float | None = None,
     ) -> dict[str, Any]:
-        """The node finished: set the invocation's outcome; returns SSM's status event."""
+        """The node finished: set the invocation's outcome; returns SSM's status event. With
+        `output_after` (seconds), GetCommandInvocation still answers InProgress without output
+        until then: the status event came before SSM had the node's output."""
+        if output_after is not None:
+            self.output_at[(command_id, instance_id)] = self.clock() + output_after
         inv = self.invocations[(command_id, instance_id)]
         inv.status, inv.status_details = status, details or status
         inv.stdout, inv.stderr = stdout[:24000], stderr[:8000]
@@ -300,6 +308,8 @@ class FakeRunCommand:
             raise client_error("InvocationDoesNotExist", "no such invocation", "GetCommandInvocation")
         if PluginName is not None and PluginName != STEP:
             raise client_error("InvalidPluginName", f"no step {PluginName}", "GetCommandInvocation")
+        if self.clock() < self.output_at.get((CommandId, InstanceId), 0):
+            inv = Invocation(CommandId, InstanceId, "InProgress", "InProgress")
         return {
             "CommandId": CommandId,
             "InstanceId": InstanceId,

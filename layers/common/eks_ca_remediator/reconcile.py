@@ -48,6 +48,8 @@ RUNNING = frozenset({"Pending", "InProgress", "Delayed", "Cancelling"})
 RETRY_BASE_SECONDS = 300
 RETRY_CAP_SECONDS = 3600
 MAX_READ_ERRORS = 5
+# A terminal status event that came before SSM had the node's output: the reconciler looks after this.
+OUTPUT_WAIT_SECONDS = 60
 UNRECONCILED = "Unreconciled"  # ssm_status_details of an attempt the reconciler gave up on
 THROTTLED = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"})
 
@@ -134,3 +136,14 @@ def after_read_error(
             UNRECONCILED,
         )
     return Retry(retry_at(now, failures), failures, said)
+
+
+def output_pending(status: str | None, details: str, stdout: str, stderr: str) -> bool:
+    """Whether GetCommandInvocation, asked after a terminal status event, does not have the
+    invocation's output yet: it does not know the invocation (`status` None), still reports it
+    running, or reports a run of the script (StatusDetails Success or Failed) with no output at
+    all - our script prints its result line on every run. An invocation that ended without running
+    it (Undeliverable, Terminated, DeliveryTimedOut, Cancelled, TimedOut) has nothing to wait for."""
+    if not status or status in RUNNING:
+        return True
+    return details in ("Success", "Failed") and not stdout.strip() and not stderr.strip()

@@ -10,7 +10,9 @@ One pass (the Reconcile function, on a schedule):
    or FAILED with a reason saying so (reconcile.without_result); a command still running on a
    live instance is left alone for a later pass;
 3. PENDING_AGENT: its agent-wait re-check was lost (dead-lettered): queue one again, at most
-   MAX_REQUEUES times, then record it FAILED without a command.
+   MAX_REQUEUES times, then record it FAILED without a command - unless it carries a send mark
+   and SSM lists a command of that send (ListCommands, by the send's comment): then it is
+   recorded SENT with that command and followed like any sent attempt.
 
 No single attempt or account stops a pass (reconcile.py): an attempt SSM does not answer for
 (a GetCommandInvocation error) is looked at again later with backoff and, past its retries,
@@ -134,6 +136,11 @@ def _recheck_again(attempt: dict[str, Any], remediator: Remediator, counts: Coun
     now = remediator.clock()
     requeues = int(attempt.get("requeues", 0))
     if requeues >= MAX_REQUEUES:
+        sent = remediator.sent_unrecorded(attempt)
+        if sent is not None and sent.get("command_id"):  # it did go out: follow it as a sent attempt
+            _repaired(attempt, Status.SENT.value, f"command {sent['command_id']} found (ListCommands)", counts)
+            _settle([sent], remediator, counts)
+            return
         reason = (
             f"no agent-wait re-check ran for this attempt after {requeues} re-queues "
             "(its messages were dead-lettered): nothing was sent"
