@@ -13,7 +13,11 @@ on, with the API's own shapes and error codes:
 - invocations that go Pending -> InProgress -> Success/Failed/TimedOut/... when the test says,
   with the node's stdout/stderr, and the EventBridge status event SSM would emit;
 - a command SSM no longer knows (`forget`), and throttling of any operation either for the next
-  n calls (`throttle`) or for a share of all calls (`throttle_share`, seeded: reproducible).
+  n calls (`throttle`) or for a share of all calls (`throttle_share`, seeded: reproducible);
+- GetCommandInvocation answering one command with any of its documented errors (`fail_invocation`:
+  botocore's SSM model lists InternalServerError, InvalidCommandId, InvalidInstanceId,
+  InvalidPluginName, InvocationDoesNotExist) or AccessDeniedException / ThrottlingException, for
+  the next n calls or for good.
 """
 
 from __future__ import annotations
@@ -33,6 +37,18 @@ from ssm_document import document_content
 ROOT = Path(__file__).resolve().parents[2]
 STEP = "remediateCa"
 INSTANCE_ID = re.compile(r"^(i-(\w{8}|\w{17}))|(mi-\w{17})$")
+
+
+# Messages as the API reference words GetCommandInvocation's errors (and two every API can return).
+GET_INVOCATION_ERRORS = {
+    "InternalServerError": "An error occurred on the server side.",
+    "InvalidCommandId": "The specified command ID isn't valid.",
+    "InvalidInstanceId": "SSM Agent isn't registered with the SSM endpoint.",
+    "InvalidPluginName": "The plugin name isn't valid.",
+    "InvocationDoesNotExist": "The command ID and managed node ID you specified didn't match any invocations.",
+    "AccessDeniedException": "User is not authorized to perform: ssm:GetCommandInvocation",
+    "ThrottlingException": "Rate exceeded",
+}
 
 
 def client_error(code: str, message: str, operation: str) -> ClientError:
@@ -83,6 +99,11 @@ class FakeRunCommand:
     throttle_share: dict[str, float] = field(default_factory=dict)
     throttled: dict[str, int] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(13))
+    # command id -> [error code, calls left (None: every call)] of GetCommandInvocation
+    invocation_errors: dict[str, list[Any]] = field(default_factory=dict)
+    # (command id, instance id) -> time before which GetCommandInvocation still shows it running,
+    # without output, although its status event has gone out (`finish(..., output_after=...)`)
+    output_at: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.parameters = document_content((ROOT / "template.yaml").read_text())["parameters"]
@@ -111,6 +132,10 @@ class FakeRunCommand:
         send role: tests/fakes/iam.py SendRoleFakes)."""
         return ActingAs(self, authorize)
 
+    def fail_invocation(self, command_id: str, code: str, times: int | None = None) -> None:
+        """GetCommandInvocation of this command answers `code` for the next `times` calls (None: always)."""
+        self.invocation_errors[command_id] = [code, times]
+
     def sent_to(self) -> list[list[str]]:
         return [c["InstanceIds"] for c in self.commands]
 
@@ -122,8 +147,13 @@ class FakeRunCommand:
         stdout: str = "",
         stderr: str = "",
         details: str | None = None,
+        output_after: float | None = None,
     ) -> dict[str, Any]:
-        """The node finished: set the invocation's outcome; returns SSM's status event."""
+        """The node finished: set the invocation's outcome; returns SSM's status event. With
+        `output_after` (seconds), GetCommandInvocation still answers InProgress without output
+        until then: the status event came before SSM had the node's output."""
+        if output_after is not None:
+            self.output_at[(command_id, instance_id)] = self.clock() + output_after
         inv = self.invocations[(command_id, instance_id)]
         inv.status, inv.status_details = status, details or status
         inv.stdout, inv.stderr = stdout[:24000], stderr[:8000]
@@ -273,11 +303,18 @@ class FakeRunCommand:
         PluginName: str | None = None,  # noqa: N803
     ) -> dict[str, Any]:
         self._count("GetCommandInvocation")
+        failing = self.invocation_errors.get(CommandId)
+        if failing is not None and failing[1] != 0:
+            if failing[1] is not None:
+                failing[1] -= 1
+            raise client_error(failing[0], GET_INVOCATION_ERRORS.get(failing[0], "error"), "GetCommandInvocation")
         inv = self.invocations.get((CommandId, InstanceId))
         if inv is None:
             raise client_error("InvocationDoesNotExist", "no such invocation", "GetCommandInvocation")
         if PluginName is not None and PluginName != STEP:
             raise client_error("InvalidPluginName", f"no step {PluginName}", "GetCommandInvocation")
+        if self.clock() < self.output_at.get((CommandId, InstanceId), 0):
+            inv = Invocation(CommandId, InstanceId, "InProgress", "InProgress")
         return {
             "CommandId": CommandId,
             "InstanceId": InstanceId,

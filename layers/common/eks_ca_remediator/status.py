@@ -8,6 +8,8 @@ A node's state is read from its attempts in the records table, newest first:
 - skipped: its newest attempt was SKIPPED, NOT_REMEDIABLE or a DRY_RUN, and no success holds the
   current bundle;
 - drifted: its last success sent another bundle.
+A node EC2 lists as shutting-down or terminated (a scale-in after its remediation: its records stay
+until their TTL) is not one of the cluster's nodes and is not counted.
 The cluster's current bundle is the one its newest attempt sent (the remediator reads the bundle
 source on every trigger, so the newest attempt carries what the source holds).
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,6 +31,7 @@ IN_FLIGHT = frozenset({Status.SENT.value, Status.IN_PROGRESS.value})
 SKIPPED = frozenset({Status.SKIPPED.value, Status.NOT_REMEDIABLE.value, Status.DRY_RUN.value})
 SINCE_RE = re.compile(r"^([1-9][0-9]{0,5})([mhd])$")
 UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+GONE_STATES = frozenset({"shutting-down", "terminated"})  # EC2 instance states of nodes that are gone
 
 
 def parse_since(text: str) -> int:
@@ -107,8 +110,10 @@ def summarize(
     breaker_item: Mapping[str, Any] | None,
     leases: Mapping[str, float],
     now: float,
+    gone: Collection[str] = frozenset(),
 ) -> ClusterStatus:
-    """A cluster's status from its attempts (any order), its BREAKER item and its in-flight leases."""
+    """A cluster's status from its attempts (any order), its BREAKER item and its in-flight leases;
+    the nodes in `gone` (shutting down or terminated) are not counted."""
     summary = ClusterStatus(cluster)
     breaker = Breaker.from_item(cluster, breaker_item)
     summary.consecutive_failures = breaker.failures
@@ -121,7 +126,9 @@ def summarize(
     summary.fingerprint = str(newest.get("fingerprint", ""))
     summary.ca_not_after = str(newest.get("ca_not_after", ""))
     summary.last_attempt_at = newest["created_at"]
-    for history in _by_node(attempts).values():
+    for node, history in _by_node(attempts).items():
+        if node in gone:
+            continue
         summary.states[node_state(history, summary.fingerprint)] += 1
         summary.nodes += 1
     summary.last_sweep = last_sweep(attempts)

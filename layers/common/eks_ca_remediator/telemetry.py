@@ -33,6 +33,10 @@ CA_EXPIRING_SOON = "CaExpiringSoon"
 # each is a status event or re-check that never arrived. Alarm: non-zero every hour for a day.
 ATTEMPTS_RECONCILED = "AttemptsReconciled"
 RECONCILE_THROTTLED = "ReconcileThrottled"  # GetCommandInvocation throttled past retries (next pass)
+# Overdue attempts SSM did not answer for (GetCommandInvocation error): looked at again with backoff.
+RECONCILE_RETRYING = "ReconcileRetrying"
+# Member accounts whose role the reconciler could not assume in a pass (their attempts wait).
+RECONCILE_ACCOUNTS_UNREACHABLE = "ReconcileAccountsUnreachable"
 
 STATUS_METRICS = {
     "SUCCEEDED": REMEDIATIONS_SUCCEEDED,

@@ -67,6 +67,16 @@ class Ec2Reader:
                             raise
         return found
 
+    def states(self, instance_ids: Sequence[str]) -> dict[str, str]:
+        """EC2 state of each instance EC2 still lists (filter instance-id, DESCRIBE_BATCH ids per
+        call: unknown ids are simply absent, no error)."""
+        found: dict[str, str] = {}
+        for batch in chunks(list(dict.fromkeys(instance_ids)), DESCRIBE_BATCH):
+            found.update(
+                (i.instance_id, i.state) for i in self._describe(Filters=[{"Name": "instance-id", "Values": batch}])
+            )
+        return found
+
     def cached_instances(self, instance_ids: Sequence[str]) -> dict[str, Instance]:
         """`instances()`, remembered for cache_seconds in this warm Lambda (log floods repeat nodes)."""
         return self._cached("id:", instance_ids, self.instances)

@@ -7,16 +7,19 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from eks_ca_remediator import telemetry
+from eks_ca_remediator.adapters.records import RECONCILE_AT
 from eks_ca_remediator.adapters.ssm import Invocation
 from eks_ca_remediator.decisions import Outcome, outcome_of, record_status_for, tail
 from eks_ca_remediator.errors import AttemptNotFound
 from eks_ca_remediator.logic.remediation import Remediator, iso
 from eks_ca_remediator.models import CommandInvocationStatusChange, Status
+from eks_ca_remediator.reconcile import OUTPUT_WAIT_SECONDS, UNRECONCILED, output_pending
 from eks_ca_remediator.safety import COOLDOWN_AFTER, breaker_effect
 
 logger = Logger(child=True)
 OPEN = (Status.PENDING_AGENT, Status.SENT, Status.IN_PROGRESS)
-NOT_THE_NODES_FAULT = frozenset({"Terminated", "Undeliverable", "DeliveryTimedOut"})
+# (UNRECONCILED: the reconciler could not get the result from SSM - says nothing of the node)
+NOT_THE_NODES_FAULT = frozenset({"Terminated", "Undeliverable", "DeliveryTimedOut", UNRECONCILED})
 
 
 def _count_for_breaker(record: dict[str, Any], status: Status, now: float, remediator: Remediator) -> None:
@@ -66,6 +69,10 @@ def on_command_status(event: CommandInvocationStatusChange, remediator: Remediat
         invocation = remediator.run_command.invocation(detail.command_id, detail.instance_id)
     except AttemptNotFound:
         invocation = None
+    if invocation is None or output_pending(
+        invocation.status, invocation.status_details, invocation.stdout, invocation.stderr
+    ):
+        return _await_output(attempt, detail.status, remediator, now)
     updated = record_result(attempt, detail.status, invocation, remediator, closed_by="status-event")
     if updated is None:
         logger.info("duplicate terminal status event", command_id=detail.command_id, instance_id=detail.instance_id)
@@ -77,6 +84,26 @@ def on_command_status(event: CommandInvocationStatusChange, remediator: Remediat
         status=updated["status"],
     )
     return {"action": "recorded", "record": updated}
+
+
+def _await_output(attempt: dict[str, Any], status: str, remediator: Remediator, now: float) -> dict[str, Any]:
+    """A terminal status event before SSM has the invocation's output: nothing is recorded from
+    it; the attempt stays open and the reconciler asks SSM again from OUTPUT_WAIT_SECONDS on."""
+    updated = remediator.records.update_attempt(
+        attempt["pk"],
+        attempt["sk"],
+        {RECONCILE_AT: now + OUTPUT_WAIT_SECONDS, "updated_at": iso(now)},
+        only_if_status_in=OPEN,
+    )
+    if updated is None:
+        return {"action": "duplicate", "status": attempt["status"]}
+    logger.info(
+        "status event before SSM has the output: left to the reconciler",
+        instance_id=attempt["pk"],
+        command_id=attempt.get("command_id"),
+        event_status=status,
+    )
+    return {"action": "deferred", "status": status}
 
 
 def record_result(

@@ -245,24 +245,28 @@ class Remediator:
     # ------------------------------------------------------------------ dispatch
 
     def dispatch(self, attempts: Sequence[dict[str, Any]], plan: Plan) -> None:
-        """Send the document to every attempt's node that this attempt can claim."""
+        """Send the document to every attempt's node that this attempt can claim.
+
+        The node's claim comes before the cluster's lease: a lease is taken only by the attempt
+        that holds the node, so the node's previous attempt, whose result may land meanwhile and
+        end the node's lease (let_go, while it still holds the claim), never ends the lease this
+        attempt counts on. An attempt that wins the claim but finds no free slot lets the claim
+        go and waits."""
         if not attempts:
             return
         now = self.clock()
-        attempts = self._within_safety_limits(attempts, plan.cluster, now)
+        attempts = self._not_paused(attempts, plan.cluster, now)
         hold = self.settings.command_timeout_seconds * 2 + 300
-        batch_id = uuid.uuid4().hex[:16]
-        to_send: list[dict[str, Any]] = []
+        claimed: list[dict[str, Any]] = []
         for attempt in attempts:
             claim = self.records.claim(attempt["pk"], attempt["sk"], now, hold, self._finished_before(attempt, now))
-            if not claim.won:
+            if claim.won:
+                claimed.append(attempt)
+            else:
                 self._finish(attempt, Status.SKIPPED, self._lost_claim(claim, now), now)
-                if not claim.in_flight:  # turned away by its cooldown: the node's slot is free again
-                    self.records.end_lease(attempt["cluster"], attempt["pk"])
-                continue
-            marked = self._mark_sending(attempt, batch_id, now)
-            if marked:
-                to_send.append(attempt)
+        batch_id = uuid.uuid4().hex[:16]
+        leased = self._within_in_flight_limit(claimed, plan.cluster, now)
+        to_send = [a for a in leased if self._mark_sending(a, batch_id, now)]
         for batch in chunks(to_send, 50):
             self._send_batch(batch, plan, batch_id)
 
@@ -338,33 +342,35 @@ class Remediator:
             return f"cooldown: the node's last attempt finished {ago:.0f} s ago (cooldown {cooldown} s)"
         return f"another remediation is in flight ({claim.holder})"
 
-    def _within_safety_limits(
-        self, attempts: Sequence[dict[str, Any]], cluster: str, now: float
-    ) -> list[dict[str, Any]]:
-        """The attempts that may be sent now; the others wait (re-queued), never dropped:
-        all but forced ones while the cluster's circuit breaker is open, and those over the
-        cluster's in-flight limit."""
-        allowed = list(attempts)
+    def _not_paused(self, attempts: Sequence[dict[str, Any]], cluster: str, now: float) -> list[dict[str, Any]]:
+        """The attempts that may be sent while the cluster's circuit breaker is as it is: all when
+        it is closed, only forced ones while it is open (the others wait, never dropped)."""
         breaker = self.open_breaker(cluster, now)
-        if breaker is not None:
-            paused = [a for a in allowed if not a.get("force")]
-            if paused:
-                telemetry.count(telemetry.CIRCUIT_BREAKER_OPEN)
-                logger.warning(
-                    "circuit breaker open: automatic remediations paused", cluster=cluster, nodes=len(paused)
-                )
-            for attempt in paused:
-                self._defer(attempt, f"{breaker.why()}: waiting until it closes", now)
-            allowed = [a for a in allowed if a.get("force")]
-        if not allowed:
+        if breaker is None:
+            return list(attempts)
+        paused = [a for a in attempts if not a.get("force")]
+        if paused:
+            telemetry.count(telemetry.CIRCUIT_BREAKER_OPEN)
+            logger.warning("circuit breaker open: automatic remediations paused", cluster=cluster, nodes=len(paused))
+        for attempt in paused:
+            self._defer(attempt, f"{breaker.why()}: waiting until it closes", now)
+        return [a for a in attempts if a.get("force")]
+
+    def _within_in_flight_limit(
+        self, claimed: Sequence[dict[str, Any]], cluster: str, now: float
+    ) -> list[dict[str, Any]]:
+        """The claimed attempts that get a lease on a slot of the cluster's in-flight limit; the
+        others let their claim go and wait (re-queued), never dropped."""
+        if not claimed:
             return []
         limit = self.in_flight_limit(cluster, now)
         until = now + live_seconds(self.settings.agent_wait_deadline_seconds, self.settings.command_timeout_seconds)
-        leased = set(self.records.take_leases(cluster, [a["pk"] for a in allowed], limit, now, until))
-        for attempt in allowed:
+        leased = set(self.records.take_leases(cluster, [a["pk"] for a in claimed], limit, now, until))
+        for attempt in claimed:
             if attempt["pk"] not in leased:
+                self.records.release(attempt["pk"], attempt["sk"])
                 self._defer(attempt, f"cluster {cluster} has {limit} remediations in flight (the limit): waiting", now)
-        return [a for a in allowed if a["pk"] in leased]
+        return [a for a in claimed if a["pk"] in leased]
 
     def _defer(self, attempt: dict[str, Any], reason: str, now: float) -> None:
         """Keep a node waiting for a safety limit: a fresh agent-wait deadline, re-checked later."""
@@ -396,14 +402,7 @@ class Remediator:
             return False
         earlier = fresh.get("send_batch")
         if earlier:
-            found = self.run_command.commands_with_comment(attempt["pk"], COMMENT_PREFIX + earlier)
-            if found:
-                self._record_sent(attempt, found[0], earlier, fresh, now)
-                logger.warning(
-                    "recovered a command sent but not recorded",
-                    instance_id=attempt["pk"],
-                    command_id=found[0],
-                )
+            if self._recover_send(attempt, fresh, now):
                 return False
             if now - float(fresh.get("send_started_at", 0)) < STALE_SEND_SECONDS:
                 logger.info("another invocation is sending this attempt", instance_id=attempt["pk"])
@@ -417,6 +416,27 @@ class Remediator:
             only_if_unchanged={"send_batch": earlier or None, "command_id": None},
         )
         return updated is not None and updated.get("send_batch") == batch_id
+
+    def _recover_send(self, attempt: dict[str, Any], fresh: dict[str, Any], now: float) -> str | None:
+        """A send marked on the attempt (send_batch) whose CommandId was never recorded: look for
+        the command by the batch's comment (ListCommands) and record it SENT; its CommandId, or
+        None when no such command went out."""
+        batch = fresh.get("send_batch")
+        if not batch:
+            return None
+        found = self.run_command.commands_with_comment(attempt["pk"], COMMENT_PREFIX + batch)
+        if not found:
+            return None
+        self._record_sent(attempt, found[0], batch, fresh, now)
+        logger.warning("recovered a command sent but not recorded", instance_id=attempt["pk"], command_id=found[0])
+        return found[0]
+
+    def sent_unrecorded(self, attempt: dict[str, Any]) -> dict[str, Any] | None:
+        """Before a waiting attempt is recorded as never sent (the reconciler): the attempt as
+        recorded SENT when a command of its send did go out unrecorded, else None."""
+        if not self._recover_send(attempt, attempt, self.clock()):
+            return None
+        return self.records.get_attempt(attempt["pk"], attempt["sk"])
 
     def _send_batch(self, batch: list[dict[str, Any]], plan: Plan, batch_id: str) -> None:
         # Bottlerocket nodes take the CA through their API (settings.pki): no containerd restart
