@@ -10,10 +10,14 @@ from collections import Counter
 from eks_ca_remediator import status
 from on_command_status import handler as on_command_status
 from on_launch import handler as on_launch
+from pull_failure import handler as pull_failure
 from remediate import handler as remediate
 
+from tests.fakes.cloudwatch_logs import payload
 from tests.fakes.run_command import SKIPPED_ON_WINDOWS
 from tests.fakes.world import LambdaContext, World, node_output
+from tests.integration.test_metrics import emitted
+from tests.integration.test_pull_failure_flow import KUBELET, node_lines
 from tests.integration.test_sweep import harness
 
 FLEET = {  # kind of node -> (how many, how its provisioner tags it, what EC2 and SSM say of it)
@@ -142,3 +146,34 @@ def test_windows_nodes_ec2_does_not_mark_are_skipped_by_ssm_and_never_open_the_b
         breaker = world.remediator.records.breaker("prod-a") or {}
         assert int(breaker.get("failures", 0)) == 0
         assert float(breaker.get("open_until", 0)) <= world.clock()
+
+
+def test_pull_failures_from_windows_and_auto_mode_nodes_are_recorded_never_sent():
+    with World.create() as world:
+        linux = world.add_nodes(1)
+        windows = world.add_nodes(2, kind="windows")
+        auto = world.add_nodes(2, tag_style="karpenter", kind="auto-mode")
+        for node in linux + windows + auto:
+            lines, stream = node_lines(world, node, KUBELET)
+            pull_failure(payload(lines * 5, stream), LambdaContext())
+
+        assert world.ssm.sent_to() == [linux]
+        for node, kind in [*((n, "windows") for n in windows), *((n, "eks-auto-mode") for n in auto)]:
+            [record] = world.attempts(node)
+            assert record["status"] == "NOT_REMEDIABLE"
+            assert record["node_kind"] == kind
+            assert record["trigger"] == "pull-failure"
+
+
+def test_a_node_without_an_ssm_agent_has_its_own_metric_and_is_not_a_failure(world, capsys):
+    [node] = world.add_nodes(kind="no-agent")
+    on_launch(world.launch_event(node), LambdaContext())
+    capsys.readouterr()
+    wait_past_the_agent_deadline(world)
+
+    metrics = emitted(capsys.readouterr().out)
+    assert metrics["NodesWithoutSsmAgent"] == [1]
+    assert metrics["RemediationsNotRemediable"] == [1]
+    assert "RemediationsFailed" not in metrics
+    [record] = world.attempts(node)
+    assert record["status"] == "NOT_REMEDIABLE"
