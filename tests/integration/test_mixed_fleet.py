@@ -177,3 +177,22 @@ def test_a_node_without_an_ssm_agent_has_its_own_metric_and_is_not_a_failure(wor
     assert "RemediationsFailed" not in metrics
     [record] = world.attempts(node)
     assert record["status"] == "NOT_REMEDIABLE"
+
+
+def test_a_sweep_sends_to_a_node_without_an_agent_once_its_agent_is_online():
+    with harness() as h:
+        world = h.world
+        [node] = world.add_nodes(kind="no-agent")
+        on_launch(world.launch_event(node), LambdaContext())
+        wait_past_the_agent_deadline(world)
+        assert newest(world, node)["node_kind"] == "no-ssm-agent"
+
+        h.trigger()
+        h.drain()
+        assert world.ssm.commands == []  # still no agent: left alone, no new wait
+        assert len(world.attempts(node)) == 1
+
+        world.ssm.register(node)  # the instance profile was fixed: the agent is Online
+        h.trigger()
+        h.drain()
+        assert world.ssm.sent_to() == [[node]]
