@@ -12,6 +12,11 @@ on, with the API's own shapes and error codes:
   (read from template.yaml), InvalidInstanceId for an unregistered agent, Throttling on demand;
 - invocations that go Pending -> InProgress -> Success/Failed/TimedOut/... when the test says,
   with the node's stdout/stderr, and the EventBridge status event SSM would emit;
+- Windows nodes (`register(..., platform_type="Windows")`): the agent skips our step, whose
+  precondition is platformType Linux, with its own words as the step's Output (amazon-ssm-agent
+  agent/framework/runpluginutil/runpluginutil.go: getStepExecutionOperation, and RunPlugins'
+  skipStep case - status Skipped, code 0, no stdout); the invocation ends Success;
+- ListCommandInvocations with Details: each invocation's step (CommandPlugins) and its Output;
 - a command SSM no longer knows (`forget`), and throttling of any operation either for the next
   n calls (`throttle`) or for a share of all calls (`throttle_share`, seeded: reproducible);
 - GetCommandInvocation answering one command with any of its documented errors (`fail_invocation`:
@@ -63,6 +68,15 @@ class Invocation:
     status_details: str = "Pending"
     stdout: str = ""
     stderr: str = ""
+    step_output: str = ""  # CommandPlugins[].Output (the agent's words for a skipped step)
+
+
+# What amazon-ssm-agent writes for a step whose platformType precondition the node does not meet
+# (the format of getStepExecutionOperation's skip message, with our step's precondition).
+SKIPPED_ON_WINDOWS = (
+    "Step execution skipped due to unsatisfied preconditions: "
+    "'\"StringEquals\": [platformType, Linux]'. Step name: " + STEP
+)
 
 
 @dataclass
@@ -94,6 +108,8 @@ class FakeRunCommand:
     # Bottlerocket nodes report "Bottlerocket": the agent reads NAME= of /etc/bottlerocket-release,
     # aws/amazon-ssm-agent agent/platform/platform_unix.go).
     platforms: dict[str, str] = field(default_factory=dict)
+    # PlatformType per instance (DescribeInstanceInformation: Windows | Linux | MacOS; default Linux)
+    platform_types: dict[str, str] = field(default_factory=dict)
     # IAM's verdict on a send to these instance ids (tests/fakes/iam.py); None: everything allowed.
     authorize: Callable[[list[str]], bool] | None = None
     throttle_share: dict[str, float] = field(default_factory=dict)
@@ -110,10 +126,17 @@ class FakeRunCommand:
 
     # ------------------------------------------------------------ test controls
 
-    def register(self, instance_id: str, online_at: float | None = None, platform: str = "Amazon Linux") -> None:
+    def register(
+        self,
+        instance_id: str,
+        online_at: float | None = None,
+        platform: str = "Amazon Linux",
+        platform_type: str = "Linux",
+    ) -> None:
         """The agent registers now; it is Online from `online_at` (default: now), or never (None)."""
         self.agents[instance_id] = self.clock() if online_at is None else online_at
         self.platforms[instance_id] = platform
+        self.platform_types[instance_id] = platform_type
 
     def register_never_online(self, instance_id: str) -> None:
         self.agents[instance_id] = None
@@ -151,10 +174,16 @@ class FakeRunCommand:
     ) -> dict[str, Any]:
         """The node finished: set the invocation's outcome; returns SSM's status event. With
         `output_after` (seconds), GetCommandInvocation still answers InProgress without output
-        until then: the status event came before SSM had the node's output."""
+        until then: the status event came before SSM had the node's output. On a Windows node the
+        agent skips our Linux step whatever the test asks: Success, no stdout."""
         if output_after is not None:
             self.output_at[(command_id, instance_id)] = self.clock() + output_after
         inv = self.invocations[(command_id, instance_id)]
+        if self.platform_types.get(instance_id) == "Windows":
+            status, details, stdout, stderr = "Success", "Success", "", ""
+            inv.step_output = SKIPPED_ON_WINDOWS
+        else:
+            inv.step_output = (stdout + stderr)[:2500]
         inv.status, inv.status_details = status, details or status
         inv.stdout, inv.stderr = stdout[:24000], stderr[:8000]
         return self.status_event(command_id, instance_id)
@@ -213,7 +242,7 @@ class FakeRunCommand:
                 {
                     "InstanceId": instance_id,
                     "PingStatus": ping,
-                    "PlatformType": "Linux",
+                    "PlatformType": self.platform_types.get(instance_id, "Linux"),
                     "PlatformName": self.platforms.get(instance_id, "Amazon Linux"),
                 }
             )
@@ -295,6 +324,22 @@ class FakeRunCommand:
             if (InstanceId is None or InstanceId in c["InstanceIds"]) and (doc is None or c["DocumentName"] == doc)
         ]
         return {"Commands": found}
+
+    def list_command_invocations(
+        self,
+        CommandId: str,
+        InstanceId: str,
+        Details: bool = False,  # noqa: N803
+        **_: Any,
+    ) -> dict[str, Any]:
+        self._count("ListCommandInvocations")
+        inv = self.invocations.get((CommandId, InstanceId))
+        if inv is None:
+            return {"CommandInvocations": []}
+        found: dict[str, Any] = {"CommandId": CommandId, "InstanceId": InstanceId, "Status": inv.status}
+        if Details:
+            found["CommandPlugins"] = [{"Name": STEP, "Status": inv.status, "Output": inv.step_output}]
+        return {"CommandInvocations": [found]}
 
     def get_command_invocation(
         self,

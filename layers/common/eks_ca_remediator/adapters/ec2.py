@@ -19,14 +19,27 @@ class Instance:
     state: str
     tags: dict[str, str] = field(default_factory=dict)
     private_dns_name: str = ""
+    # DescribeInstances (botocore ec2 model, shape Instance): `Platform` is "windows" for Windows
+    # instances and absent otherwise; `PlatformDetails` the AMI billing platform ("Windows",
+    # "Linux/UNIX", ...); `Operator` (OperatorResponse: Managed, Principal) the service provider
+    # that manages the instance - eks.amazonaws.com for EKS Auto Mode nodes.
+    platform: str = ""
+    platform_details: str = ""
+    operator_managed: bool = False
+    operator_principal: str = ""
 
 
 def _instance(raw: dict[str, Any]) -> Instance:
+    operator = raw.get("Operator") or {}
     return Instance(
         instance_id=raw["InstanceId"],
         state=raw["State"]["Name"],
         tags={t["Key"]: t["Value"] for t in raw.get("Tags", [])},
         private_dns_name=raw.get("PrivateDnsName", ""),
+        platform=raw.get("Platform", ""),
+        platform_details=raw.get("PlatformDetails", ""),
+        operator_managed=bool(operator.get("Managed", False)),
+        operator_principal=operator.get("Principal", ""),
     )
 
 

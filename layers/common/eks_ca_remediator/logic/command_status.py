@@ -124,7 +124,7 @@ def record_result(
     The node's claim and lease are let go either way (Remediator.let_go frees only what this
     attempt still holds), so a first handling that died half-way is completed by the second."""
     now = remediator.clock()
-    stdout = invocation.stdout if invocation else ""
+    stdout = (invocation.stdout or invocation.step_output) if invocation else ""
     stderr = invocation.stderr if invocation else ""
     if details is None:
         details = invocation.status_details if invocation else ""
@@ -142,7 +142,7 @@ def record_result(
         "completed_at": iso(now),
         "updated_at": iso(now),
         "closed_by": closed_by,
-    }
+    } | ({"node_kind": outcome.node_kind.value} if outcome.node_kind else {})
     updated = remediator.records.update_attempt(attempt["pk"], attempt["sk"], fields, only_if_status_in=OPEN)
     cools = updated is not None and outcome.status in COOLDOWN_AFTER  # the node's cooldown starts now
     remediator.let_go(attempt, finished_at=now if cools else None)

@@ -11,7 +11,7 @@ recheck()   a queued node whose agent may be Online by now: send, wait again, or
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,22 +20,25 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from eks_ca_remediator import __version__, telemetry
-from eks_ca_remediator.adapters.ec2 import Ec2Reader
+from eks_ca_remediator.adapters.ec2 import Ec2Reader, Instance
 from eks_ca_remediator.adapters.queue import AgentWaitQueue
 from eks_ca_remediator.adapters.records import OPEN, OPEN_MARK, RECONCILE_AT, Claim, RecordStore, attempt_sk
 from eks_ca_remediator.adapters.ssm import BOTTLEROCKET, RunCommand
 from eks_ca_remediator.decisions import (
     Disagreement,
     GiveUp,
+    NoAgent,
+    NotRemediable,
     SendNow,
     agent_recheck_delay,
     agent_wait_decision,
     chunks,
     node_cluster,
+    node_not_remediable,
 )
 from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError, SendDenied
 from eks_ca_remediator.logic.plans import plan_for_attempt
-from eks_ca_remediator.models import AgentWaitMessage, Plan, Status, Strategy, Target
+from eks_ca_remediator.models import AgentWaitMessage, NodeKind, Plan, Status, Strategy, Target
 from eks_ca_remediator.reconcile import recheck_due, result_due
 from eks_ca_remediator.safety import (
     Breaker,
@@ -83,15 +86,52 @@ class Remediator:
 
     # ------------------------------------------------------------------ start
 
-    def start(self, targets: Sequence[Target], plan: Plan, trigger_key: str, created_at: float) -> list[dict[str, Any]]:
-        """Create (or find, on redelivery) one attempt per target and move each one forward."""
+    def start(
+        self,
+        targets: Sequence[Target],
+        plan: Plan,
+        trigger_key: str,
+        created_at: float,
+        instances: Mapping[str, Instance] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Create (or find, on redelivery) one attempt per target and move each one forward.
+
+        Windows and EKS Auto Mode nodes are recorded NOT_REMEDIABLE at once, never sent to: what
+        EC2 says of each node is `instances` (the caller's read of this trigger) or read here."""
         foreign = sorted({t.cluster for t in targets} - {plan.cluster})
         if foreign:
             raise ValueError(f"a plan for cluster {plan.cluster} cannot be sent to nodes of {foreign}")
+        targets, unremediable = self._not_remediable(targets, instances)
+        notes = [
+            note
+            for target, why in unremediable
+            for note in self.note([target], plan, trigger_key, created_at, Status.NOT_REMEDIABLE, why.reason, why.kind)
+        ]
+        if not targets:
+            return notes
         attempts, fresh, new = self._create_attempts(targets, plan, trigger_key, created_at, self.clock())
         if fresh:
             self._move_forward(fresh, new, plan)
-        return [self.records.get_attempt(a["pk"], a["sk"]) or a for a in attempts]
+        return [self.records.get_attempt(a["pk"], a["sk"]) or a for a in attempts] + notes
+
+    def _not_remediable(
+        self, targets: Sequence[Target], instances: Mapping[str, Instance] | None
+    ) -> tuple[list[Target], list[tuple[Target, NotRemediable]]]:
+        """(the targets to remediate, those our document must never be sent to and why)."""
+        known = instances if instances is not None else self.ec2.instances([t.instance_id for t in targets])
+        keep: list[Target] = []
+        never: list[tuple[Target, NotRemediable]] = []
+        for target in targets:
+            node = known.get(target.instance_id)
+            why = node and node_not_remediable(
+                node.platform, node.platform_details, node.operator_managed, node.operator_principal
+            )
+            if why:
+                never.append((target, why))
+                logger.info("not remediable: not sent", instance_id=target.instance_id, node_kind=why.kind.value)
+            else:
+                keep.append(target)
+        return keep, never
 
     def _create_attempts(
         self, targets: Sequence[Target], plan: Plan, trigger_key: str, created_at: float, now: float
@@ -126,7 +166,14 @@ class Remediator:
             self._wait(attempt, checks=0, delay=agent_recheck_delay(0, self.settings.agent_recheck_seconds))
 
     def note(
-        self, targets: Sequence[Target], plan: Plan, trigger_key: str, created_at: float, status: Status, reason: str
+        self,
+        targets: Sequence[Target],
+        plan: Plan,
+        trigger_key: str,
+        created_at: float,
+        status: Status,
+        reason: str,
+        node_kind: NodeKind | None = None,
     ) -> list[dict[str, Any]]:
         """Record an outcome reached without sending anything (e.g. NOT_REMEDIABLE), one item per
         target; the same conditional put as start(), so a repeated trigger records nothing twice."""
@@ -135,7 +182,12 @@ class Remediator:
         for target in targets:
             item = self._new_attempt(target, plan, trigger_key, created_at, now)
             item.update(status=status.value, reason=reason, completed_at=iso(now))
-            notes.append(self.records.create_attempt(item)[1])
+            if node_kind is not None:
+                item["node_kind"] = node_kind.value
+            created, stored = self.records.create_attempt(item)
+            if created and node_kind is not None:
+                telemetry.status_reached(status.value)
+            notes.append(stored)
         return notes
 
     def _new_attempt(
@@ -212,6 +264,10 @@ class Remediator:
             )
             if isinstance(decision, SendNow):
                 ready.append(attempt)
+            elif isinstance(decision, NoAgent):  # not a failure of ours: no FAILED, no breaker count
+                kind = NodeKind.NO_SSM_AGENT.value
+                if self._finish(attempt, Status.NOT_REMEDIABLE, decision.reason, now, node_kind=kind):
+                    telemetry.count(telemetry.NODES_WITHOUT_SSM_AGENT)
             elif isinstance(decision, GiveUp):
                 self._finish(attempt, Status.FAILED, decision.reason, now)
             else:
