@@ -20,6 +20,9 @@
 #   SSM_RegistryHosts  comma-separated host[:port] list, may be empty    (default empty)
 #   SSM_CanaryImage    image reference pulled through containerd to verify (default empty)
 #   SSM_DryRun         true | false                                      (default false)
+# With RegistryHosts set, each host is verified against the trust the node would have after the
+# change BEFORE anything is written (precheck.sh); a failing host rejects the bundle: nothing
+# changes ("bundle_rejected": true, "committed": false in the result).
 # Every value is re-validated here; none is ever evaluated or spliced into shell text.
 #
 # Images, and the oldest tools each ships (only options these accept are used here):
@@ -38,7 +41,7 @@ if [ -z "${BASH_VERSION:-}" ]; then
   if command -v bash >/dev/null 2>&1; then
     exec bash "$0" "$@"
   fi
-  echo '{"result":"failure","reason":"bash is required to run this script","os_family":"unknown","strategy_requested":"","strategy_used":"","restarted":false,"containerd_before":{"pid":null,"started_at":null},"containerd_after":{"pid":null,"started_at":null},"bundle_changed":false,"trust_bundle_mtime":null,"hosts_toml":{"written":[],"unchanged":[],"foreign_untouched":[]},"verification":{},"verification_level":"none","canary":"skipped","fingerprint":"","dry_run":false,"actions":[],"warnings":[]}'
+  echo '{"result":"failure","reason":"bash is required to run this script","os_family":"unknown","strategy_requested":"","strategy_used":"","restarted":false,"containerd_before":{"pid":null,"started_at":null},"containerd_after":{"pid":null,"started_at":null},"bundle_changed":false,"trust_bundle_mtime":null,"hosts_toml":{"written":[],"unchanged":[],"foreign_untouched":[]},"verification":{},"verification_level":"none","canary":"skipped","fingerprint":"","dry_run":false,"precheck":"not run","precheck_hosts":{},"bundle_rejected":false,"committed":false,"actions":[],"warnings":[]}'
   exit 1
 fi
 # Bash run as `sh` (Amazon Linux) starts in POSIX mode, where bash 4.2 has no process
@@ -68,6 +71,7 @@ NODE_LIB="${BASH_SOURCE[0]%/*}/lib" # join: drop
 . "$NODE_LIB/truststore.sh"
 . "$NODE_LIB/refresh.sh"
 . "$NODE_LIB/verify.sh"
+. "$NODE_LIB/precheck.sh"
 . "$NODE_LIB/bottlerocket.sh"
 
 trap on_exit EXIT
@@ -84,6 +88,9 @@ fi
 
 inspect_containerd
 choose_strategy
+lock_trust_store
+precheck_linux # rejects the bundle, changing nothing, when a registry host fails against it
+[ "$R_DRY_RUN" = true ] || R_COMMITTED=true
 install_trust
 apply_strategy
 

@@ -24,6 +24,8 @@ remediate_bottlerocket() {
   if [ "$STRATEGY" = "hosts-toml" ]; then
     warn "strategy hosts-toml does not apply on Bottlerocket (containerd's config is generated from settings): used settings.pki.$BR_PKI_NAME"
   fi
+  precheck_bottlerocket # rejects the bundle before apiclient set when a registry host fails
+  [ "$R_DRY_RUN" = true ] || R_COMMITTED=true
   br_read
   if [ "$BR_DATA" = "$CA_B64" ] && [ "$BR_TRUSTED" = true ]; then
     R_BUNDLE_CHANGED=false

@@ -5,6 +5,7 @@
 PLATFORM=""
 ANCHOR_DIR=""
 ANCHOR_FILE=""
+ANCHOR_PATTERN=""  # the files in ANCHOR_DIR the refresh reads
 TRUST_BUNDLE=""
 declare -a REFRESH=()
 declare -a REFRESH_FULL=()
@@ -56,6 +57,7 @@ detect_platform() {
         esac
         ANCHOR_DIR="/etc/pki/ca-trust/source/anchors"
         ANCHOR_FILE="$ANCHOR_DIR/$OUR_NAME.pem"
+        ANCHOR_PATTERN="*"
         TRUST_BUNDLE="/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem"
         REFRESH=(update-ca-trust extract)
         REFRESH_FULL=(update-ca-trust extract)
@@ -64,6 +66,7 @@ detect_platform() {
         R_OS="$os_id"
         ANCHOR_DIR="/usr/local/share/ca-certificates"
         ANCHOR_FILE="$ANCHOR_DIR/$OUR_NAME.crt"
+        ANCHOR_PATTERN="*.crt"
         TRUST_BUNDLE="/etc/ssl/certs/ca-certificates.crt"
         REFRESH=(update-ca-certificates)
         # --fresh also drops the links of a removed anchor (a plain run leaves them dangling).
@@ -71,7 +74,7 @@ detect_platform() {
         ;;
       *) fail "unsupported operating system (ID in /etc/os-release is not amzn, ubuntu or debian)" ;;
     esac
-    need openssl base64 sha256sum timeout systemctl awk grep sed date flock mktemp comm sort cp readlink "${REFRESH[0]}"
+    need openssl base64 sha256sum timeout systemctl awk grep sed date flock mktemp comm sort cp readlink find "${REFRESH[0]}"
     log "os: $R_OS; anchor file $ANCHOR_FILE; trust bundle $TRUST_BUNDLE"
   fi
 

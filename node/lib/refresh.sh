@@ -78,6 +78,12 @@ apply_strategy() {
     hosts-toml)
       R_STRATEGY_USED="hosts-toml"
       for h in ${HOSTS[@]+"${HOSTS[@]}"}; do write_hosts_toml "$h"; done
+      # A hosts.toml `ca` is appended to rootSystemPool() (containerd remotes/docker/config/
+      # hosts.go), the pool the process cached at its first TLS verification: a CA this run
+      # took away stays trusted by that process until it restarts.
+      if [ "$REMOVED_COUNT" -gt 0 ] && [ "$CONTAINERD_STALE" = true ]; then
+        restart_containerd "this bundle removes $REMOVED_COUNT CA(s) that containerd's cached trust pool may still hold"
+      fi
       ;;
   esac
 

@@ -22,6 +22,11 @@ R_CONFIG_FILE=""
 R_PULL_PATH=""
 R_FINGERPRINT=""
 R_DRY_RUN=false
+R_PRECHECK="not run"
+R_BUNDLE_REJECTED=false
+R_COMMITTED=false
+declare -a R_PRE_HOSTS=()
+declare -a R_PRE_RESULTS=()
 declare -a R_ACTIONS=()
 declare -a R_WARNINGS=()
 declare -a R_HOSTS_WRITTEN=()
@@ -101,6 +106,12 @@ emit_json() {
       printf '%s:%s' "$(json_str "${R_VERIFY_HOSTS[$i]}")" "$(json_str "${R_VERIFY_RESULTS[$i]}")"
     done
     printf '}'
+    printf ',"precheck":%s,"precheck_hosts":{' "$(json_str "$R_PRECHECK")"
+    for i in ${R_PRE_HOSTS[@]+"${!R_PRE_HOSTS[@]}"}; do
+      [ "$i" -gt 0 ] && printf ','
+      printf '%s:%s' "$(json_str "${R_PRE_HOSTS[$i]}")" "$(json_str "${R_PRE_RESULTS[$i]}")"
+    done
+    printf '},"bundle_rejected":%s,"committed":%s' "$(json_bool "$R_BUNDLE_REJECTED")" "$(json_bool "$R_COMMITTED")"
     printf ',"verification_level":%s' "$(json_str "$R_LEVEL")"
     printf ',"canary":%s' "$(json_str "$R_CANARY")"
     printf ',"fingerprint":%s' "$(json_str "$R_FINGERPRINT")"

@@ -42,15 +42,12 @@ restore_trust() {
   fail "$1; the previous trust state was $state; containerd untouched"
 }
 
-# install_trust: take the trust-store lock (fd 9, held to the end), write our anchor file and
+# install_trust (under lock_trust_store's lock): write our anchor file and
 # refresh the trust store when that changes what is trusted (restoring the previous state when
 # the refresh fails), then set CONTAINERD_STALE: containerd started before the trust bundle it
 # needs was written.
 install_trust() {
   local tmp out rc
-  [ -d "$ANCHOR_DIR" ] || fail "trust anchor directory $ANCHOR_DIR does not exist"
-  exec 9<"$ANCHOR_DIR"
-  flock -w 120 9 || fail "another remediation holds the lock on $ANCHOR_DIR (waited 120 s)"
 
   cert_bodies "$WORK/bundle.pem" >"$WORK/ours.lst"
   if [ -r "$TRUST_BUNDLE" ]; then cert_bodies "$TRUST_BUNDLE" >"$WORK/trusted.lst"; else : >"$WORK/trusted.lst"; fi

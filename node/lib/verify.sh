@@ -59,19 +59,23 @@ proxy_for() {
 }
 
 # verify_tls CAFILE: one result per registry host, through the proxy containerd uses for it;
-# failures go to FAILURES.
+# failures go to FAILURES. The pre-check (precheck.sh) and the final check both use it.
 # - direct: openssl s_client against CAFILE only where openssl can be told so (-no-CApath:
 #   1.1.0+, -no-CAstore: 3.0+; OpenSSL 1.0.2 has neither and also loads its default store).
+#   Without openssl (Bottlerocket's control container): curl --cacert, as through a proxy.
 # - through an http:// proxy: `openssl s_client -proxy host:port` where s_client has it (OpenSSL
 #   1.1.0+: the 1.1.1 manual lists "-proxy host:port", the 1.0.x one has none, e.g. NetBSD 7's
 #   openssl_s_client(1)); else curl --proxy --cacert (AL2 ships OpenSSL 1.0.2k and curl 8.3.0:
 #   docker-library/official-images pull request #20945; "The curl package is installed by
 #   default in Amazon Linux 2": amazonlinux/amazon-linux-2023 issue #149). Any HTTP answer
 #   through the tunnel means the handshake verified; curl exit 60 is a certificate failure.
+#   curl gets an empty --capath too: "If this option is set, the default capath value is
+#   ignored" (curl's --capath manual, since 7.9.8), so only CAFILE is trusted.
 verify_tls() {
-  local cafile=$1 h hp name out rc why help proxy p via attempt
+  local cafile=$1 h hp name out rc why help="" proxy p via attempt
   local -a opts=() cmd=()
-  help=$(timeout 10 openssl s_client -help 2>&1)
+  if command -v openssl >/dev/null 2>&1; then help=$(timeout 10 openssl s_client -help 2>&1); fi
+  mkdir -p "$WORK/nocapath"
   if [[ "$help" == *-no-CApath* ]]; then opts+=(-no-CApath); fi
   if [[ "$help" == *-no-CAstore* ]]; then opts+=(-no-CAstore); fi
   for h in ${HOSTS[@]+"${HOSTS[@]}"}; do
@@ -82,18 +86,24 @@ verify_tls() {
     p=${p%%/*}
     via=""
     cmd=()
-    if [ -z "$proxy" ]; then
+    if [ -z "$proxy" ] && [ -n "$help" ]; then
       cmd=(openssl s_client -connect "$hp")
-    elif [[ "$proxy" != https://* ]] && [[ "$p" != *@* ]] && [[ "$help" == *" -proxy "* ]]; then
+    elif [ -n "$proxy" ] && [[ "$proxy" != https://* ]] && [[ "$p" != *@* ]] && [[ "$help" == *" -proxy "* ]]; then
       [[ "$p" == *:* ]] || p="$p:80"
       via=" through proxy $p (openssl)"
       cmd=(openssl s_client -proxy "$p" -connect "$hp")
     elif command -v curl >/dev/null 2>&1; then
-      via=" through proxy ${proxy%%@*} (curl)"
-      cmd=(curl -sS -o /dev/null --max-time 15 --proxy "$proxy" --cacert "$cafile" "https://$hp/v2/")
+      cmd=(curl -sS -o /dev/null --max-time 15 --cacert "$cafile" --capath "$WORK/nocapath")
+      if [ -n "$proxy" ]; then
+        via=" through proxy ${proxy%%@*} (curl)"
+        cmd+=(--proxy "$proxy")
+      else
+        cmd+=(--noproxy "*")
+      fi
+      cmd+=("https://$hp/v2/")
     fi
     if [ "${#cmd[@]}" -eq 0 ]; then
-      out="containerd reaches $hp through proxy $proxy; this image's openssl has no -proxy and there is no curl"
+      out="no openssl (with -proxy where containerd uses a proxy) and no curl to verify TLS with"
       rc=1
     else
       [ "${cmd[0]}" = curl ] || cmd+=(-servername "$name" -verify_return_error -CAfile "$cafile" ${opts[@]+"${opts[@]}"})

@@ -385,6 +385,11 @@ class SendRoleFakes:
             for arn, role in self.roles.items()
         }
 
+    def refuse_everything(self) -> None:
+        """Every send role's IAM refuses every send (a test that IAM's refusal reaches the product)."""
+        for client in self._clients.values():
+            client.authorize = lambda _ids: False
+
     def put_parameters(self, ssm_client: Any) -> None:
         for role in self.roles.values():
             ssm_client.put_parameter(Name=role.parameter, Value=role.arn, Type="String", Overwrite=True)

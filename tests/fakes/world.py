@@ -39,6 +39,12 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 DOCUMENT = "eks-ca-remediator-RemediateCa"
 BUNDLE_PARAMETER = "/eks-ca-remediator/ca-bundle"
+# moto's Windows Server AMI (moto/ec2/resources/amis.json.gz: platform "windows"): an instance run
+# from it is described with Platform "windows", as EC2 describes Windows instances.
+WINDOWS_AMI = "ami-03cf127a"
+LINUX_AMI = "ami-12345678"
+# Node kinds add_nodes launches (README: node kinds).
+NODE_KINDS = ("linux", "bottlerocket", "windows", "auto-mode", "no-agent")
 TABLE = "remediation-records"
 SETTINGS_PATH = "/eks-ca-remediator/settings/"  # the template's, for the stack eks-ca-remediator
 
@@ -216,13 +222,20 @@ class World:
         agent_online_after: float | None = 0.0,
         register_agent: bool = True,
         tags: dict[str, str] | None = None,
+        kind: str = "linux",
     ) -> list[str]:
         """Launch `count` instances tagged the way a provisioner tags nodes (`tag_style`: its key in
-        provisioners.PROVISIONERS), or "none" (a bastion), or with exactly `tags`."""
+        provisioners.PROVISIONERS), or "none" (a bastion), or with exactly `tags`.
+
+        `kind` (NODE_KINDS), as EC2 and SSM report it: "windows" runs moto's Windows AMI (Platform
+        windows, PlatformDetails Windows) and its agent reports PlatformType Windows; "auto-mode" is
+        an EC2 managed instance of EKS (Operator managed by eks.amazonaws.com) with no SSM agent;
+        "no-agent" has no SSM agent; "bottlerocket" reports PlatformName Bottlerocket."""
+        assert kind in NODE_KINDS, kind
         if tags is None:
             tags = {"Name": "bastion"} if tag_style == "none" else BY_KEY[tag_style].tags_for(cluster)
         response = self.ec2.run_instances(
-            ImageId="ami-12345678",
+            ImageId=WINDOWS_AMI if kind == "windows" else LINUX_AMI,
             MinCount=count,
             MaxCount=count,
             InstanceType="m6i.large",
@@ -230,13 +243,32 @@ class World:
         )
         ids = [i["InstanceId"] for i in response["Instances"]]
         for instance_id in ids:
-            if not register_agent:
+            self._describe_as(instance_id, kind)
+            if not register_agent or kind in ("auto-mode", "no-agent"):
                 continue
             if agent_online_after is None:
                 self.ssm.register_never_online(instance_id)
             else:
-                self.ssm.register(instance_id, online_at=self.clock() + agent_online_after)
+                platform = {"windows": "Microsoft Windows Server 2022 Datacenter", "bottlerocket": "Bottlerocket"}
+                self.ssm.register(
+                    instance_id,
+                    online_at=self.clock() + agent_online_after,
+                    platform=platform.get(kind, "Amazon Linux"),
+                    platform_type="Windows" if kind == "windows" else "Linux",
+                )
         return ids
+
+    @staticmethod
+    def _describe_as(instance_id: str, kind: str) -> None:
+        """What moto 5.2.5 does not set on its own: DescribeInstances' PlatformDetails and Operator
+        (botocore ec2 model, shape Instance), set on moto's instance so that the product reads them
+        through its own DescribeInstances call (moto serialises the snake_case attributes)."""
+        from moto.ec2.models import ec2_backends
+
+        instance = ec2_backends[ACCOUNT][REGION].get_instance(instance_id)
+        instance.platform_details = "Windows" if kind == "windows" else "Linux/UNIX"
+        if kind == "auto-mode":
+            instance.operator = {"Managed": True, "Principal": "eks.amazonaws.com"}
 
     def launch_event(self, instance_id: str, event_id: str | None = None, state: str = "running") -> dict[str, Any]:
         return {

@@ -43,6 +43,7 @@ import json
 import os
 import random
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -175,6 +176,24 @@ def cmd_set(state_path: Path, pairs: list[str], json_text: str | None) -> int:
     return 0
 
 
+CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
+
+
+def wait_containerd_ready(timeout: float = 30.0) -> None:
+    """containerd's unit is Type=notify (containerd.service in containerd's repository), so
+    systemd's try-restart returns once the new process has reported ready; the lab's systemctl
+    stand-in returns at once: wait until the socket accepts, as thar-be-settings would."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(CONTAINERD_SOCKET)
+                return
+            except OSError:
+                pass
+        time.sleep(0.02)
+
+
 def cmd_apply(state_path: Path, generation: int) -> int:
     """thar-be-settings for settings.pki: certdog and containerd's try-restart, in random order."""
     delay = os.environ.get("NODELAB_APPLY_DELAY")
@@ -186,6 +205,7 @@ def cmd_apply(state_path: Path, generation: int) -> int:
             regenerate_trust_bundle(json.loads(state_path.read_text()))
         else:
             subprocess.run(["systemctl", "try-restart", "containerd.service"], check=True, timeout=120)
+            wait_containerd_ready()
         time.sleep(random.uniform(0.0, 0.3))
     applied = state_path.with_name(state_path.name + ".applied")
     done = int(applied.read_text()) if applied.exists() else 0

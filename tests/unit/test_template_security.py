@@ -30,6 +30,7 @@ STAR_ONLY_ACTIONS = {
     "ssm:DescribeInstanceInformation",
     "ssm:ListCommands",
     "ssm:GetCommandInvocation",
+    "ssm:ListCommandInvocations",
 }
 SENDING_FUNCTIONS = {
     "OnLaunchFunction",

@@ -34,6 +34,16 @@ class Trigger(StrEnum):
     SWEEP = "sweep"
 
 
+class NodeKind(StrEnum):
+    """Nodes our Linux document is never run on (recorded NOT_REMEDIABLE with `node_kind`; README:
+    node kinds). A skipped step is a command SSM accepted but whose Linux step it did not run."""
+
+    WINDOWS = "windows"
+    EKS_AUTO_MODE = "eks-auto-mode"
+    NO_SSM_AGENT = "no-ssm-agent"
+    STEP_SKIPPED = "step-skipped"
+
+
 class Status(StrEnum):
     PENDING_AGENT = "PENDING_AGENT"
     SENT = "SENT"

@@ -10,7 +10,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from eks_ca_remediator.decisions import chunks
-from eks_ca_remediator.errors import AgentNotRegistered, AttemptNotFound, SendDenied
+from eks_ca_remediator.errors import AgentNotRegistered, AttemptNotFound, InvocationUnreadable, SendDenied
 from eks_ca_remediator.models import INSTANCE_ID_RE
 
 
@@ -20,6 +20,9 @@ class Invocation:
     status_details: str
     stdout: str
     stderr: str
+    # The step's Output as ListCommandInvocations (Details) reports it, read only when a Success
+    # left no stdout: where SSM puts its own words for a step it skipped (decisions.skipped_step).
+    step_output: str = ""
 
 
 # The PlatformName SSM reports for Bottlerocket nodes: the agent (in the control container) reads
@@ -156,17 +159,44 @@ class RunCommand:
             kwargs["NextToken"] = page["NextToken"]
 
     def invocation(self, command_id: str, instance_id: str) -> Invocation:
+        """The invocation of our step on the instance. GetCommandInvocation's errors (botocore's SSM
+        model; API reference, GetCommandInvocation "Errors"), each a domain error:
+        InvocationDoesNotExist, InvalidCommandId -> AttemptNotFound (SSM does not know it);
+        InvalidInstanceId -> AgentNotRegistered (the node is gone, its agent not running or not
+        registered, or we may not access it); InternalServerError, InvalidPluginName, throttling,
+        AccessDenied and anything else -> InvocationUnreadable (the result is unknown for now)."""
         try:
             raw = self._ssm.get_command_invocation(
                 CommandId=command_id, InstanceId=instance_id, PluginName=self.step_name
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("InvocationDoesNotExist", "InvalidCommandId"):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", "ClientError"))
+            if code in ("InvocationDoesNotExist", "InvalidCommandId"):
                 raise AttemptNotFound(f"SSM has no invocation {command_id} on {instance_id}") from exc
-            raise
+            if code == "InvalidInstanceId":
+                raise AgentNotRegistered(f"SSM rejects instance {instance_id} (InvalidInstanceId)") from exc
+            message = str(error.get("Message", ""))[:200]
+            raise InvocationUnreadable(f"GetCommandInvocation failed: {code}: {message}", code) from exc
+        stdout = raw.get("StandardOutputContent", "")
+        step_output = ""
+        if raw.get("Status") == "Success" and not stdout:
+            step_output = self._step_output(command_id, instance_id)
         return Invocation(
             status=raw.get("Status", ""),
             status_details=raw.get("StatusDetails", ""),
-            stdout=raw.get("StandardOutputContent", ""),
+            stdout=stdout,
             stderr=raw.get("StandardErrorContent", ""),
+            step_output=step_output,
         )
+
+    def _step_output(self, command_id: str, instance_id: str) -> str:
+        """Our step's Output in ListCommandInvocations (Details=True). A step the agent skipped
+        (unmet precondition) writes no stdout: the agent sets the step's Output to why
+        (amazon-ssm-agent runpluginutil.RunPlugins, skipStep)."""
+        page = self._ssm.list_command_invocations(CommandId=command_id, InstanceId=instance_id, Details=True)
+        for invocation in page.get("CommandInvocations", []):
+            for plugin in invocation.get("CommandPlugins", []):
+                if plugin.get("Name") == self.step_name:
+                    return str(plugin.get("Output") or "")
+        return ""

@@ -101,6 +101,7 @@ class Sweeper:
             history = r.records.history(instance_id)
             cooldown = r.settings.instance_cooldown_seconds
             states[instance_id] = node_state(history, job.fingerprint, job.sweep_id, now, live, cooldown)
+        _agents_back(r, states)
         room, limit = r.in_flight_room(job.cluster, now)  # the one in-flight limit, every trigger's
         if rollout is not None:
             return self._roll(job, rollout, bundle, plan, states, room, summary | {"limit": limit}, remaining_ms)
@@ -152,11 +153,13 @@ class Sweeper:
     ) -> dict[str, Any]:
         """One pass of a rollout in waves (rollouts.wave_move): send the current wave's nodes within
         the in-flight limit, wait for their results, bake, or complete. Nodes this sweep tried
-        without success are out of the wave counts (a later sweep tries them again)."""
+        without success are out of the wave counts (a later sweep tries them again), and so are the
+        nodes our document is never sent to (NOT_REMEDIABLE: Windows, Auto Mode, no SSM agent)."""
         r = self.remediator
         now = r.clock()
         counts = plan_sweep(states, 0).counts
-        total = len(states) - counts.get(NodeState.DONE.value, 0)
+        left_out = (NodeState.DONE, NodeState.NOT_REMEDIABLE, NodeState.NO_AGENT)  # not in the wave counts
+        total = len(states) - sum(counts.get(state.value, 0) for state in left_out)
         targets = wave_targets(r.settings.wave_steps, total)
         done, in_flight = counts.get(NodeState.CURRENT.value, 0), counts.get(NodeState.IN_FLIGHT.value, 0)
         move = wave_move(rollout, targets, done, in_flight, now, r.settings.rollout_bake_seconds)
@@ -203,6 +206,15 @@ class Sweeper:
         self.queue.schedule(job, delay)
         logger.info("sweep continues in a new invocation", delay_seconds=delay, passes=job.passes, **summary)
         return summary | {"continue_in": delay}
+
+
+def _agents_back(r: Remediator, states: dict[str, NodeState]) -> None:
+    """Nodes recorded without an SSM agent whose agent is Online now are drifted again (sent this
+    pass); the others stay left alone, so a sweep never waits on them pass after pass."""
+    silent = [i for i, s in states.items() if s is NodeState.NO_AGENT]
+    if silent:
+        pings = r.run_command.ping_status(silent)
+        states.update({i: NodeState.DRIFTED for i in silent if pings.get(i) == "Online"})
 
 
 def on_sweep(request: SweepTrigger | SweepJob, sweeper: Sweeper, remaining_ms: Callable[[], int]) -> dict[str, Any]:
