@@ -123,3 +123,27 @@ def test_a_trust_change_names_each_ca_gained_and_lost():
     ]
     assert trust_change(new, new).empty
     assert len(trust_change(None, new).added) == 2  # first deployment: every CA is new trust
+
+
+def test_status_shows_the_good_bundle_and_a_rollout_in_progress_or_halted():
+    from eks_ca_remediator.status import ClusterStatus, render_rollouts, with_rollouts
+
+    good = {"fingerprint": "a" * 64}
+    rolling_item = {"fingerprint": "b" * 64, "rollout_status": "ROLLING", "wave": 2, "nodes_done": 30}
+    rolling_item |= {"nodes_total": 300}
+    halted_item = {"fingerprint": "c" * 64, "rollout_status": "HALTED", "wave": 0, "halted_node": "i-0abc"}
+    halted_item |= {"halted_reason": "verification failed: x509: certificate signed by unknown authority"}
+    prod_a = with_rollouts(ClusterStatus("prod-a"), good, [rolling_item])
+    prod_b = with_rollouts(ClusterStatus("prod-b"), None, [halted_item, {**rolling_item, "rollout_status": "COMPLETE"}])
+    lines = render_rollouts([prod_a, prod_b])
+    assert lines == [
+        "ROLLOUTS",
+        "  prod-a: good bundle aaaaaaaaaaaa; rollout of bbbbbbbbbbbb ROLLING",
+        "    wave 3, 30 of 300 nodes done",
+        "  prod-b: good bundle none yet; rollout of cccccccccccc HALTED",
+        "    halted in wave 1 on i-0abc",
+        "    reason: verification failed: x509: certificate signed by unknown authority",
+        '    resume: {"cluster": "prod-b", "rollout": "resume"}',
+        '    rollback: {"cluster": "prod-b", "rollout": "rollback"}',
+    ]
+    assert all(len(line) <= 80 for line in lines)

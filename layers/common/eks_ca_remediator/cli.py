@@ -167,7 +167,8 @@ def cluster_statuses(
             raise UsageError(f"unknown cluster {cluster!r}: no records of it in table {source.table}")
         leases, _ = store.leases(cluster)
         gone = gone_nodes(ec2, attempts) if ec2 is not None and attempts else set()
-        summaries.append(status.summarize(cluster, attempts, breaker, leases, now, gone))
+        summary = status.summarize(cluster, attempts, breaker, leases, now, gone)
+        summaries.append(status.with_rollouts(summary, store.good_bundle(cluster), store.rollouts(cluster)))
     return summaries
 
 

@@ -89,6 +89,8 @@ class ClusterStatus:
     last_attempt_at: str = ""
     # nodes our document is never run on, by kind (their newest attempt: NOT_REMEDIABLE, node_kind)
     kinds: dict[str, int] = field(default_factory=lambda: dict.fromkeys((k.value for k in KINDS), 0))
+    good_bundle: str = ""  # the fingerprint whose rollout completed last (rollouts.py)
+    rollout: dict[str, Any] = field(default_factory=dict)  # the rollout in progress or halted, if any
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +149,48 @@ def summarize(
             summary.kinds[kind] += 1
     summary.last_sweep = last_sweep(attempts)
     return summary
+
+
+def with_rollouts(
+    summary: ClusterStatus, good: Mapping[str, Any] | None, rollouts: Sequence[Mapping[str, Any]]
+) -> ClusterStatus:
+    """Add the cluster's good bundle and its rollout in progress or halted (a halted one first)."""
+    summary.good_bundle = str(good["fingerprint"]) if good else ""
+    open_ones = [r for r in rollouts if r.get("rollout_status") in ("HALTED", "ROLLING")]
+    open_ones.sort(key=lambda r: (r.get("rollout_status") != "HALTED", str(r.get("created_at_iso", ""))))
+    if open_ones:
+        item = open_ones[0]
+        summary.rollout = {
+            "fingerprint": str(item["fingerprint"]),
+            "status": str(item["rollout_status"]),
+            "wave": int(item.get("wave", 0)) + 1,
+            "nodes_done": int(item.get("nodes_done", 0)),
+            "nodes_total": int(item.get("nodes_total", 0)),
+            "halted_node": str(item.get("halted_node", "")),
+            "halted_reason": str(item.get("halted_reason", "")),
+        }
+    return summary
+
+
+def render_rollouts(clusters: Sequence[ClusterStatus]) -> list[str]:
+    """Per cluster: its good bundle, and a rollout in progress (wave, nodes done of total) or
+    halted (node, reason, and the invokes that resume it or roll it back); lines of <= 80 columns."""
+    lines = ["ROLLOUTS"]
+    for c in clusters:
+        good = c.good_bundle[:12] or "none yet"
+        r = c.rollout
+        if not r:
+            lines.append(f"  {c.cluster}: good bundle {good}; no rollout in progress")
+            continue
+        lines.append(f"  {c.cluster}: good bundle {good}; rollout of {r['fingerprint'][:12]} {r['status']}")
+        if r["status"] == "ROLLING":
+            lines.append(f"    wave {r['wave']}, {r['nodes_done']} of {r['nodes_total']} nodes done")
+            continue
+        lines.append(f"    halted in wave {r['wave']} on {r['halted_node']}")
+        lines.append(f"    reason: {r['halted_reason']}"[:80])
+        for action in ("resume", "rollback"):
+            lines.append(f'    {action}: {{"cluster": "{c.cluster}", "rollout": "{action}"}}'[:80])
+    return lines
 
 
 # ---------------------------------------------------------------- rendering
@@ -216,6 +260,8 @@ def render_clusters(clusters: Sequence[ClusterStatus], in_flight_limit: str = ""
                 right=range(1, len(KINDS) + 1),
             ),
         ]
+    if any(c.good_bundle or c.rollout for c in clusters):
+        tables += ["", *render_rollouts(clusters)]
     return "\n".join(tables) + "\n"
 
 
