@@ -254,7 +254,8 @@ def resume(remediator: Remediator, cluster: str, request_id: str, reason: str) -
         raise InvalidRequest("SWEEP_QUEUE_URL is not set: the rollout cannot be resumed from here")
     remediator.sweep_queue.schedule(SweepJob(origin=origin, cluster=cluster, started_at=now), 0)
     logger.warning("rollout resumed by a manual invoke", cluster=cluster, fingerprint=item["fingerprint"])
-    return {"rollout": "resumed", "cluster": cluster, "fingerprint": item["fingerprint"], "wave": item["wave"] + 1}
+    resumed = {"rollout": "resumed", "cluster": cluster, "fingerprint": item["fingerprint"], "wave": item["wave"] + 1}
+    return resumed | {"records": [], "count": 0}
 
 
 def rollback(remediator: Remediator, cluster: str, request_id: str, reason: str) -> dict[str, Any]:
