@@ -4,6 +4,8 @@ rollback. The fake nodes judge the bundle they are sent (World.node_verdict)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -59,7 +61,14 @@ def settle(h: Harness, step: int = 10, limit: int = 20_000) -> float:
 
 
 def sends(h: Harness, fingerprint: str) -> Counter[str]:
-    return Counter(n for n, fps in h.sent_fingerprints().items() for fp in fps if fp == fingerprint)
+    """Per node, how many SendCommand calls carried the bundle `fingerprint` (from the fake Run
+    Command itself: a scan of the records table would need paging past 1 MB)."""
+    sent: Counter[str] = Counter()
+    for command in h.world.ssm.commands:
+        pem = base64.b64decode(command["Parameters"]["CaBundle"][0])
+        if hashlib.sha256(pem).hexdigest() == fingerprint:
+            sent.update(command["InstanceIds"])
+    return sent
 
 
 def rollout(h: Harness, fingerprint: str) -> dict[str, Any]:
