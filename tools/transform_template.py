@@ -6,6 +6,9 @@ the same translator `sam deploy` uses (aws-sam-translator) with placeholder para
 the translator's bundled AWS-managed-policy map, so it needs no credentials and no network.
 
 Usage: python tools/transform_template.py [template.yaml] [-o build/cfn/template.json]
+       python tools/transform_template.py - -o -   (a template with its loops expanded, stdin to stdout)
+
+The IAM contract test (tests/fakes/iam_contract.py) runs the second form in .venv-translator.
 """
 
 from __future__ import annotations
@@ -49,7 +52,12 @@ def _as_packaged(sam: dict[str, Any]) -> dict[str, Any]:
 
 
 def transform_file(path: Path) -> dict[str, Any]:
-    sam = _as_packaged(expand_template(yaml_parse(path.read_text(encoding="utf-8")), LOOP_PARAMETERS))
+    return translate(expand_template(yaml_parse(path.read_text(encoding="utf-8")), LOOP_PARAMETERS))
+
+
+def translate(expanded: dict[str, Any]) -> dict[str, Any]:
+    """SAM's translation of a template whose Fn::ForEach loops are already expanded."""
+    sam = _as_packaged(expanded)
     # A session that only names a region: the translator reads no credentials and calls nothing.
     session = boto3.session.Session(region_name=PLACEHOLDERS["AWS::Region"])
     translator = Translator(None, Parser(), boto_session=session)
@@ -70,7 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("template", nargs="?", type=Path, default=ROOT / "template.yaml")
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    cfn = transform_file(args.template)
+    if str(args.template) == "-":
+        cfn = translate(yaml_parse(sys.stdin.read()))
+        if str(args.output) == "-":
+            json.dump(cfn, sys.stdout, sort_keys=True)
+            return 0
+    else:
+        cfn = transform_file(args.template)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(cfn, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print(f"{args.template.name} -> {args.output} ({len(cfn.get('Resources', {}))} resources)")

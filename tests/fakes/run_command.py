@@ -30,6 +30,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 from ssm_document import document_content
 
+from tests.fakes import iam_contract
+
 ROOT = Path(__file__).resolve().parents[2]
 STEP = "remediateCa"
 INSTANCE_ID = re.compile(r"^(i-(\w{8}|\w{17}))|(mi-\w{17})$")
@@ -80,6 +82,9 @@ class FakeRunCommand:
     platforms: dict[str, str] = field(default_factory=dict)
     # IAM's verdict on a send to these instance ids (tests/fakes/iam.py); None: everything allowed.
     authorize: Callable[[list[str]], bool] | None = None
+    # The role whose credentials reach this Run Command (a member account's role, central mode);
+    # None: the calling function's own. Every call is recorded for the IAM contract (iam_contract.py).
+    role_arn: str | None = None
     throttle_share: dict[str, float] = field(default_factory=dict)
     throttled: dict[str, int] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(13))
@@ -151,6 +156,10 @@ class FakeRunCommand:
 
     # ------------------------------------------------------------ the API
 
+    def _record(self, operation: str, refused: bool | None = None, **params: Any) -> None:
+        """The call, for the IAM contract: judged like a botocore client's (this is not one)."""
+        iam_contract.record_fake("ssm", operation, params, self.region, self.account, self.role_arn, refused)
+
     def _count(self, operation: str) -> None:
         self.calls[operation] = self.calls.get(operation, 0) + 1
         share = self.throttle_share.get(operation, 0.0)
@@ -163,6 +172,7 @@ class FakeRunCommand:
     def describe_instance_information(
         self, Filters: list[dict[str, Any]], MaxResults: int = 50, NextToken: str | None = None
     ) -> dict[str, Any]:  # noqa: N803
+        self._record("DescribeInstanceInformation", Filters=Filters)
         self._count("DescribeInstanceInformation")
         ids = next(f["Values"] for f in Filters if f["Key"] == "InstanceIds")
         if len(ids) > 50:
@@ -194,9 +204,11 @@ class FakeRunCommand:
         DocumentVersion: str = "$DEFAULT",
         **_: Any,
     ) -> dict[str, Any]:
+        refused = self.authorize is not None and not self.authorize(list(InstanceIds))
+        self._record("SendCommand", refused, InstanceIds=list(InstanceIds), DocumentName=DocumentName)
         self._count("SendCommand")
         op = "SendCommand"
-        if self.authorize is not None and not self.authorize(list(InstanceIds)):  # IAM comes first
+        if refused:  # IAM comes first
             raise client_error("AccessDeniedException", "not authorized to perform: ssm:SendCommand", op)
         if not 1 <= len(InstanceIds) <= 50:
             raise client_error("ValidationException", "InstanceIds: 1..50 items", op)
@@ -252,6 +264,7 @@ class FakeRunCommand:
         NextToken: str | None = None,
         **_: Any,
     ) -> dict[str, Any]:
+        self._record("ListCommands", InstanceId=InstanceId, Filters=Filters)
         self._count("ListCommands")
         doc = next((f["value"] for f in Filters or [] if f["key"] == "DocumentName"), None)
         found = [
@@ -267,6 +280,7 @@ class FakeRunCommand:
         InstanceId: str,
         PluginName: str | None = None,  # noqa: N803
     ) -> dict[str, Any]:
+        self._record("GetCommandInvocation", CommandId=CommandId, InstanceId=InstanceId)
         self._count("GetCommandInvocation")
         inv = self.invocations.get((CommandId, InstanceId))
         if inv is None:

@@ -50,6 +50,7 @@ def central_world(**env: str) -> Iterator[tuple[World, Member]]:
     (moto), except Run Command, which is the member's fake."""
     with World.create(**CENTRAL, **env) as world:
         member_ssm = FakeRunCommand(clock=world.clock, document_name=DOCUMENT_ARN, account=MEMBER)
+        member_ssm.role_arn = f"arn:aws:iam::{MEMBER}:role/{ROLE}"  # reached through the member role
         assumed: list[str] = []
         setup = clients.assume_member(f"arn:aws:iam::{MEMBER}:role/{ROLE}", MEMBER)  # the test's own hands
         # IAM as member-account.yaml grants the member role, for the same enrolled clusters
