@@ -417,7 +417,10 @@ class Contract:
             self.deploy(account, lambda: member(account))
         for render in self.deployments.get(account, []):
             rendered = render()
-            logical_id = rendered.roles().get(name)
+            roles = rendered.roles()
+            # a role CloudFormation names itself is <stack>-<logical id>-<suffix>
+            generated = re.fullmatch(rf"{re.escape(rendered.pseudo['AWS::StackName'])}-(\w+)-[A-Za-z0-9]+", name)
+            logical_id = roles.get(name) or (generated and roles.get(generated.group(1)))
             if logical_id is not None:
                 return rendered, logical_id
         raise ContractViolation(f"role {role_arn} is defined by no template deployed in the test world")

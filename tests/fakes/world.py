@@ -150,8 +150,10 @@ def home_deployment(settings: Settings, template: Path | None = None) -> iam_con
     )
 
 
-def member_deployment(settings: Settings, account: str) -> iam_contract.Rendered:
-    """member-account.yaml as a member account of this central world deploys it."""
+def member_deployment(
+    settings: Settings, account: str, template: dict[str, Any] | None = None
+) -> iam_contract.Rendered:
+    """member-account.yaml (or `template`) as a member account of this central world deploys it."""
     parameters = {
         "EnrolledClusters": list(settings.enrolled_clusters),
         "CentralDocumentArn": settings.document_arn,
@@ -159,7 +161,7 @@ def member_deployment(settings: Settings, account: str) -> iam_contract.Rendered
         "CentralEventBusArn": f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{STACK}-nodes",
         "MemberRoleName": settings.member_role_name,
     }
-    template = iam_contract.load(iam_contract.MEMBER_TEMPLATE)
+    template = template or iam_contract.load(iam_contract.MEMBER_TEMPLATE)
     return iam_contract.Rendered(
         template, parameters, account, REGION, iam_contract.Names(), STACK, "member-account.yaml"
     )

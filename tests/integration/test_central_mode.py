@@ -27,9 +27,10 @@ from on_command_status import handler as status_handler
 from on_launch import handler as launch_handler
 from remediate import handler as remediate_handler
 
+from tests.fakes import iam_contract
 from tests.fakes.iam import authorizer, member_send_statements
 from tests.fakes.run_command import FakeRunCommand
-from tests.fakes.world import ACCOUNT, DOCUMENT, REGION, LambdaContext, World, node_output
+from tests.fakes.world import ACCOUNT, DOCUMENT, REGION, LambdaContext, World, member_deployment, node_output
 
 MEMBER = "111111111111"
 ROLE = "eks-ca-remediator-member"
@@ -112,6 +113,30 @@ def test_a_member_node_is_remediated_through_the_member_role_and_recorded_centra
         [attempt] = world.attempts(node)
         assert (attempt["status"], attempt["account"], attempt["command_id"]) == ("SUCCEEDED", MEMBER, command_id)
         assert attempt["restarted"] is True
+
+
+def test_calls_through_the_member_role_are_judged_against_member_account_yaml():
+    iam_contract.exercised.clear()
+    with central_world() as (world, member):
+        node = add_member_node(world, member)
+        assert launch_handler(member_launch(world, node), LambdaContext())["action"] == "remediating"
+        [(command_id, _)] = member.ssm.invocations
+        status_handler(member.ssm.finish(command_id, node, "Success", node_output()), LambdaContext())
+    # AssumeRole by the function's own role (and the member role's trust policy); the rest as the member
+    assert ("OnLaunchFunction", "template.yaml:OnLaunchFunctionRole") in iam_contract.exercised
+    assert ("OnLaunchFunction", "member-account.yaml:MemberRole") in iam_contract.exercised
+    assert ("OnCommandStatusFunction", "member-account.yaml:MemberRole") in iam_contract.exercised
+
+
+def test_a_member_role_that_cannot_describe_instances_fails_the_iam_contract():
+    template = iam_contract.load(iam_contract.MEMBER_TEMPLATE)
+    [policy] = template["Resources"]["MemberRole"]["Properties"]["Policies"]
+    policy["PolicyDocument"]["Statement"][0]["Action"].remove("ec2:DescribeInstances")
+    with central_world() as (world, member):
+        iam_contract.current().member = lambda account: member_deployment(world.settings, account, template)
+        launch_handler(member_launch(world, add_member_node(world, member)), LambdaContext())
+        denied = iam_contract.take_denials()
+    assert "OnLaunchFunction (as member-account.yaml MemberRole) is not allowed ec2:DescribeInstances on *" in denied
 
 
 def test_agent_wait_messages_of_several_accounts_each_go_to_their_account():

@@ -138,3 +138,16 @@ def test_each_action_is_authorized_on_the_resource_iam_names(action, params, res
     assert iam_contract.allowed([statement], call) == []
     elsewhere = iam_contract.Call(action, params, "eu-west-1", ACCOUNT)
     assert iam_contract.allowed([statement], elsewhere) != []
+
+
+def test_an_assumed_role_is_found_in_the_templates_that_define_it():
+    with World.create() as world:
+        contract = iam_contract.Contract()
+        contract.deploy(ACCOUNT, lambda: home_deployment(world.settings), home=True)
+        generated = f"arn:aws:iam::{ACCOUNT}:role/eks-ca-remediator-SweepFunctionRole-1A2B3C4D5E6F"
+        rendered, role = contract.role_for_arn(generated)
+        assert (rendered.name, role) == ("template.yaml", "SweepFunctionRole")
+        with pytest.raises(iam_contract.ContractViolation, match="defined by no template"):
+            contract.role_for_arn(f"arn:aws:iam::{ACCOUNT}:role/somebody-elses-role")
+        with pytest.raises(iam_contract.ContractViolation, match="defined by no template"):
+            contract.role_for_arn("arn:aws:iam::111111111111:role/eks-ca-remediator-member")  # not central
