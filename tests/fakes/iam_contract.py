@@ -518,10 +518,16 @@ def _assume_role(call: Call) -> Resources:
 
 
 def _secret(call: Call) -> Resources:
+    """IAM authorizes a secret by its full ARN (name-<6 random characters>), however it is named."""
+    from moto.secretsmanager.models import secretsmanager_backends
+
     secret = call.params["SecretId"]
-    if not secret.startswith("arn:"):
-        raise ContractViolation(f"secretsmanager:GetSecretValue by name ({secret!r}): model its ARN")
-    return [(secret, {})]
+    if secret.startswith("arn:"):
+        return [(secret, {})]
+    found = secretsmanager_backends[call.account][call.region].secrets.get(secret)
+    if found is None:
+        raise ContractViolation(f"secretsmanager:GetSecretValue of {secret!r}: no such secret to name its ARN")
+    return [(found.arn, {})]
 
 
 # Action -> the resources (and their context) IAM authorizes it on. Get/List/Describe actions
