@@ -25,11 +25,11 @@ from bench import moto_env  # first: the environment the handlers are imported i
 
 moto_env.use(POWERTOOLS_METRICS_DISABLED="true")
 
-from eks_ca_remediator.adapters.records import CLUSTER_PK, IN_FLIGHT, OPEN, OPEN_MARK, RECONCILE_AT  # noqa: E402
-from eks_ca_remediator.logic.remediation import iso  # noqa: E402
+from eks_ca_remediator.adapters.records import CLUSTER_PK, IN_FLIGHT  # noqa: E402
 from eks_ca_remediator.reconcile import result_due  # noqa: E402
 from reconcile import handler  # noqa: E402
 
+from tests.fakes.open_attempts import sent_attempt  # noqa: E402
 from tests.fakes.run_command import Invocation  # noqa: E402
 from tests.fakes.world import LambdaContext, World, node_output  # noqa: E402
 
@@ -56,23 +56,9 @@ def run(total: int = 1000) -> dict[str, object]:
         with world.table.batch_writer() as batch:
             for n, node in enumerate(nodes):
                 command_id = str(uuid.uuid4())
-                sk = f"ATTEMPT#{iso(sent_at)}#manual#bench-{n}"
-                batch.put_item(
-                    Item={
-                        "pk": node,
-                        "sk": sk,
-                        "instance_id": node,
-                        "cluster": "prod-a",
-                        "trigger": "manual",
-                        "status": "SENT",
-                        "command_id": command_id,
-                        "created_at": iso(sent_at),
-                        "sent_at": iso(sent_at),
-                        "dry_run": False,
-                        OPEN_MARK: OPEN,
-                        RECONCILE_AT: int(due),
-                    }
-                )
+                item = sent_attempt(node, f"bench-{n}", command_id, sent_at, int(due))
+                sk = item["sk"]
+                batch.put_item(Item=item)
                 batch.put_item(Item={"pk": node, "sk": "HEAD", "active_attempt": sk, "active_until": int(due + 600)})
                 leases[node] = int(due + 600)
                 invocation = Invocation(command_id, node)

@@ -33,11 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from eks_ca_remediator.edge import describe
 from eks_ca_remediator.models import (
     AgentWaitMessage,
@@ -57,7 +59,8 @@ FUNCTION_EVENTS: dict[str, type[BaseModel] | None] = {
     "PullFailureFunction": None,
 }
 QUEUE_MESSAGES: dict[str, type[BaseModel]] = {"AgentWaitQueue": AgentWaitMessage, "SweepQueue": SweepJob}
-RECEIVE_VISIBILITY_SECONDS = 900  # a replayed message stays hidden while its function runs (Sweep: 900 s)
+RECEIVE_VISIBILITY_SECONDS = 1200  # a received message stays hidden while its function runs
+REPLAY_SECONDS = 960  # the longest a replay can take: the invoke's read timeout (910 s) and a margin
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,14 @@ def _attributes(message: dict[str, Any]) -> dict[str, str]:
     return {k: v.get("StringValue", "") for k, v in (message.get("MessageAttributes") or {}).items()}
 
 
+@dataclass
+class Held:
+    """A received message: its newest receipt handle and when its visibility ends (run's clock)."""
+
+    message: dict[str, Any]
+    hidden_until: float
+
+
 def redrive(
     sqs: Any,
     lambda_client: Any,
@@ -170,10 +181,18 @@ def redrive(
     dry_run: bool = False,
     limit: int = 10_000,
     say: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Report:
-    """Replay every message of the dead-letter queue once; returns what became of each."""
-    report, seen, left = Report(), set(), []
-    while len(seen) < limit:
+    """Replay every message of the dead-letter queue once; returns what became of each.
+
+    A replay that fails, or whose invoke raises (a timeout, a throttled or refused call), is
+    reported and its message left in the queue; the run goes on with the others. A receipt handle is
+    used only while its message is still hidden: before each replay, the batch's messages still to
+    be handled have their visibility extended when what is left of it would not cover the replay
+    (REPLAY_SECONDS) - a batch of ten slow replays outlasts one visibility timeout - so no delete
+    uses a stale handle."""
+    report, held, left = Report(), {}, []
+    while len(held) < limit:
         batch = sqs.receive_message(
             QueueUrl=dlq_url,
             MaxNumberOfMessages=10,
@@ -181,32 +200,76 @@ def redrive(
             VisibilityTimeout=RECEIVE_VISIBILITY_SECONDS,
             MessageAttributeNames=["All"],
         ).get("Messages", [])
-        fresh = [m for m in batch if m["MessageId"] not in seen]
-        if not fresh:
+        if not batch:
             break
-        for message in fresh:
-            seen.add(message["MessageId"])
-            decision = classify(message["Body"], _attributes(message), stack)
-            if isinstance(decision, Refusal):
-                report.add("left", message["MessageId"], decision.reason)
-                left.append(message)
-                continue
-            where = f"{decision.kind} -> {decision.target}"
-            if dry_run:
-                report.add("would", message["MessageId"], where)
-                left.append(message)
-                continue
-            error = _replay(sqs, lambda_client, stack, decision)
-            if error:
-                report.add("failed", message["MessageId"], f"{where}: {error} (left in the queue)")
-                left.append(message)
-                continue
-            sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
-            report.add("replayed", message["MessageId"], where)
-        say(f"... {len(seen)} messages seen")
-    for message in left:  # visible again at once, for the next look (console, another run)
-        sqs.change_message_visibility(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+        received = clock()
+        fresh = [m for m in batch if m["MessageId"] not in held]
+        for message in batch:  # (one seen before came back: keep its newest handle)
+            held[message["MessageId"]] = Held(message, received + RECEIVE_VISIBILITY_SECONDS)
+        for n, message in enumerate(fresh):
+            if not dry_run:
+                _keep_hidden(sqs, dlq_url, [held[m["MessageId"]] for m in fresh[n:]], clock)
+            outcome = _one(sqs, lambda_client, dlq_url, stack, held[message["MessageId"]], dry_run, report)
+            if outcome != "replayed":
+                left.append(message["MessageId"])
+        say(f"... {len(held)} messages seen")
+    _release(sqs, dlq_url, [held[m] for m in left], clock)
     return report
+
+
+def _one(
+    sqs: Any,
+    lambda_client: Any,
+    dlq_url: str,
+    stack: Stack,
+    entry: Held,
+    dry_run: bool,
+    report: Report,
+) -> str:
+    """Classify and replay one message; what became of it (a Report outcome)."""
+    message = entry.message
+    decision = classify(message["Body"], _attributes(message), stack)
+    if isinstance(decision, Refusal):
+        report.add("left", message["MessageId"], decision.reason)
+        return "left"
+    where = f"{decision.kind} -> {decision.target}"
+    if dry_run:
+        report.add("would", message["MessageId"], where)
+        return "would"
+    try:
+        error = _replay(sqs, lambda_client, stack, decision)
+    except (ClientError, BotoCoreError) as exc:  # this replay failed; the others still run
+        error = f"the replay raised {type(exc).__name__}: {str(exc)[:300]}"
+    if error:
+        report.add("failed", message["MessageId"], f"{where}: {error} (left in the queue)")
+        return "failed"
+    sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+    report.add("replayed", message["MessageId"], where)
+    return "replayed"
+
+
+def _keep_hidden(sqs: Any, dlq_url: str, entries: list[Held], clock: Callable[[], float]) -> None:
+    """Before a replay: extend the visibility of the batch's messages still to be handled whose
+    visibility would end during it (REPLAY_SECONDS), so none of their handles goes stale."""
+    for entry in entries:
+        if entry.hidden_until - clock() < REPLAY_SECONDS:
+            sqs.change_message_visibility(
+                QueueUrl=dlq_url,
+                ReceiptHandle=entry.message["ReceiptHandle"],
+                VisibilityTimeout=RECEIVE_VISIBILITY_SECONDS,
+            )
+            entry.hidden_until = clock() + RECEIVE_VISIBILITY_SECONDS
+
+
+def _release(sqs: Any, dlq_url: str, entries: list[Held], clock: Callable[[], float]) -> None:
+    """Make the messages left in the queue visible again at once, for the next look (console,
+    another run); one whose visibility already ended is visible already: its handle is not used."""
+    for entry in entries:
+        if entry.hidden_until <= clock():
+            continue
+        sqs.change_message_visibility(
+            QueueUrl=dlq_url, ReceiptHandle=entry.message["ReceiptHandle"], VisibilityTimeout=0
+        )
 
 
 def _replay(sqs: Any, lambda_client: Any, stack: Stack, replay: Replay) -> str:

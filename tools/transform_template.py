@@ -52,19 +52,27 @@ def _as_packaged(sam: dict[str, Any]) -> dict[str, Any]:
 
 
 def transform_file(path: Path) -> dict[str, Any]:
-    return translate(expand_template(yaml_parse(path.read_text(encoding="utf-8")), LOOP_PARAMETERS))
+    sam = expand_template(yaml_parse(path.read_text(encoding="utf-8")), LOOP_PARAMETERS)
+    return translate_template(sam, dict(PLACEHOLDERS))
 
 
 def translate(expanded: dict[str, Any]) -> dict[str, Any]:
     """SAM's translation of a template whose Fn::ForEach loops are already expanded."""
-    sam = _as_packaged(expanded)
+    return translate_template(expanded, dict(PLACEHOLDERS))
+
+
+def translate_template(sam: dict[str, Any], parameter_values: dict[str, Any]) -> dict[str, Any]:
+    """A SAM template (loops expanded) as the SAM translator writes it in CloudFormation."""
+    import copy
+
+    sam = _as_packaged(copy.deepcopy(sam))
     # A session that only names a region: the translator reads no credentials and calls nothing.
     session = boto3.session.Session(region_name=PLACEHOLDERS["AWS::Region"])
     translator = Translator(None, Parser(), boto_session=session)
     try:
         return translator.translate(
             sam,
-            parameter_values=dict(PLACEHOLDERS),
+            parameter_values=parameter_values,
             # the AWS managed policies SAM attaches (basic execution, X-Ray), from the bundled map
             get_managed_policy_map=lambda: dict(get_bundled_managed_policy_map("aws") or {}),
         )

@@ -4,6 +4,9 @@ The templates are read as CloudFormation deploys them: Fn::ForEach expanded for 
 EnrolledClusters (tools/language_extensions.py), intrinsic functions resolved. The statements
 that reach a role are collected the way SAM and CloudFormation attach them: the managed policies
 and inline statements a function lists in `Policies`, and every AWS::IAM::Policy naming the role.
+SendCommand itself is granted only to the per-cluster send roles (SendRole<cluster>); a role
+reaches their statements by assuming them: its own policy allows sts:AssumeRole on the role's
+ARN and the role's trust policy names it (`reachable_statements`, `SendRoleFakes`).
 
 Evaluation follows IAM's identity-policy logic for what these statements use
 (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html):
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,9 +74,27 @@ def resolve(value: Any, refs: Mapping[str, Any]) -> Any:
             return re.sub(r"\$\{([^}!]+)\}", sub, text)
         if name == "Join":
             return arg[0].join(resolve(arg[1], refs))
-        if name in ("If", "GetAtt", "Select", "Split", "ImportValue"):
+        if name == "GetAtt":
+            logical, attribute = arg.split(".", 1) if isinstance(arg, str) else resolve(arg, refs)
+            if f"{logical}.{attribute}" not in refs:
+                raise UnmodelledPolicy(f"GetAtt {logical}.{attribute} has no value")
+            return refs[f"{logical}.{attribute}"]
+        if name in ("If", "Select", "Split", "ImportValue"):
             raise UnmodelledPolicy(f"{fn} is not modelled")
     return {k: resolve(v, refs) for k, v in value.items()}
+
+
+STACK = "eks-ca-remediator"
+
+
+@dataclass(frozen=True)
+class SendRole:
+    """A send role as the product finds it: the parameter naming it, its ARN, its statements."""
+
+    logical_id: str
+    parameter: str
+    arn: str
+    statements: list[Statement]
 
 
 @dataclass(frozen=True)
@@ -81,16 +103,20 @@ class Deployment:
 
     resources: dict[str, Any]
     refs: dict[str, Any]
+    conditions: dict[str, Any]
 
     @classmethod
     def of(cls, path: Path, parameters: dict[str, Any], account: str, region: str = "us-east-1") -> Deployment:
         template = load_template(path.read_text())
         expanded = expand_template(template, parameters)
+        defaults = {k: v["Default"] for k, v in template.get("Parameters", {}).items() if "Default" in v}
         refs: dict[str, Any] = {
             "AWS::Region": region,
             "AWS::AccountId": account,
             "AWS::Partition": "aws",
+            "AWS::StackName": STACK,
             "AWS::NoValue": None,
+            **defaults,
             **parameters,
         }
         for name in expanded["Resources"]:  # Ref of a resource: a name standing for it (roles, documents)
@@ -98,7 +124,93 @@ class Deployment:
         for name, resource in expanded["Resources"].items():
             if resource["Type"] == "AWS::Serverless::Function":
                 refs.setdefault(f"{name}Role", f"{name}Role")  # the role SAM generates for it
-        return cls(expanded["Resources"], refs)
+                refs[f"{name}Role.Arn"] = f"arn:aws:iam::{account}:role/{STACK}-{name}Role-FAKE0123"
+        for name, resource in expanded["Resources"].items():
+            if resource["Type"] == "AWS::IAM::Role":  # a generated name unless RoleName is given
+                props = resource["Properties"]
+                role_path = resolve(props.get("Path", "/"), refs)
+                role_name = (
+                    resolve(props["RoleName"], refs) if "RoleName" in props else f"{STACK}-{name}"[:55] + "-FAKE0123"
+                )
+                refs[f"{name}.Arn"] = f"arn:aws:iam::{account}:role{role_path}{role_name}"
+        return cls(expanded["Resources"], refs, expanded.get("Conditions", {}))
+
+    def condition(self, name: str) -> bool:
+        """A condition of the template, for these parameters (Not, Equals, Or, And, Join of Refs)."""
+
+        def value(node: Any) -> Any:
+            if isinstance(node, dict) and len(node) == 1:
+                [(fn, arg)] = node.items()
+                fn = fn if fn in ("Ref", "Condition") else "Fn::" + fn.removeprefix("Fn::")
+                if fn == "Condition":
+                    return self.condition(arg)
+                if fn == "Fn::Not":
+                    return not value(arg[0])
+                if fn == "Fn::Equals":
+                    return value(arg[0]) == value(arg[1])
+                if fn == "Fn::Or":
+                    return any(value(a) for a in arg)
+                if fn == "Fn::And":
+                    return all(value(a) for a in arg)
+                if fn == "Fn::Join":
+                    items = value(arg[1])
+                    return arg[0].join(items.split(",") if isinstance(items, str) else items)
+                if fn == "Ref":
+                    return self.refs[arg]
+                raise UnmodelledPolicy(f"{fn} in condition {name} is not modelled")
+            return node
+
+        return bool(value(self.conditions[name]))
+
+    def role_arn(self, role: str) -> str:
+        return self.refs[f"{role}.Arn"]
+
+    def trusts(self, role: str, principal_arn: str) -> bool:
+        """Whether the role's trust policy lets principal_arn assume it (Principal AWS by ARN)."""
+        document = self.resources[role]["Properties"]["AssumeRolePolicyDocument"]
+        for statement in _listed(resolve(document["Statement"], self.refs)):
+            if statement.get("Condition"):
+                raise UnmodelledPolicy(f"a condition in {role}'s trust policy is not modelled")
+            principals = _listed(statement.get("Principal", {}).get("AWS", []))
+            allows = statement["Effect"] == "Allow" and "sts:AssumeRole" in _listed(statement["Action"])
+            if allows and principal_arn in principals:
+                return True
+        return False
+
+    def assumable(self, role: str) -> list[str]:
+        """The roles of this deployment that `role` may assume: its policies allow sts:AssumeRole
+        on the role's ARN and the role's trust policy names it."""
+        own = self.role_statements(role, "sts:AssumeRole")
+        return [
+            name
+            for name, resource in self.resources.items()
+            if resource["Type"] == "AWS::IAM::Role"
+            and name != role
+            and any(statement_allows(s, "sts:AssumeRole", self.role_arn(name), {}) for s in own)
+            and self.trusts(name, self.role_arn(role))
+        ]
+
+    def reachable_statements(self, role: str, action: str) -> list[Statement]:
+        """The statements granting `action` to the role itself or to a role it may assume."""
+        found = self.role_statements(role, action)
+        for other in self.assumable(role):
+            found += self.role_statements(other, action)
+        return found
+
+    def send_roles(self) -> dict[str, SendRole]:
+        """The send roles, by the name of the SSM parameter that holds each one's ARN."""
+        found: dict[str, SendRole] = {}
+        for resource in self.resources.values():
+            props = resource.get("Properties", {})
+            value = props.get("Value")
+            getatt = value.get("GetAtt", value.get("Fn::GetAtt")) if isinstance(value, dict) else None
+            if resource["Type"] == "AWS::SSM::Parameter" and getatt is not None:
+                logical = resolve(getatt[0], self.refs)
+                name = resolve(props["Name"], self.refs)
+                found[name] = SendRole(
+                    logical, name, resolve(value, self.refs), self.role_statements(logical, "ssm:SendCommand")
+                )
+        return found
 
     def _policy_statements(self, document: Mapping[str, Any], action: str) -> Iterator[Statement]:
         for statement in _listed(document["Statement"]):
@@ -118,10 +230,11 @@ class Deployment:
         props = (owner or {}).get("Properties", {})
         for policy in props.get("Policies", []):
             if isinstance(policy, dict) and set(policy) == {"If"}:
-                branches = [self.resources.get(b.get("Ref"), {}) for b in policy["If"][1:] if isinstance(b, dict)]
-                if action in str(branches):
-                    raise UnmodelledPolicy(f"a conditional policy (!If) granting {action} is not modelled")
-            elif isinstance(policy, dict) and set(policy) == {"Ref"}:
+                name, when_true, when_false = policy["If"]
+                policy = when_true if self.condition(name) else when_false
+            if policy == {"Ref": "AWS::NoValue"}:
+                continue
+            if isinstance(policy, dict) and set(policy) == {"Ref"}:
                 managed = self.resources[policy["Ref"]]["Properties"]["PolicyDocument"]
                 found += self._policy_statements(managed, action)
             elif isinstance(policy, dict) and "Statement" in policy:  # a SAM inline statement list
@@ -197,18 +310,28 @@ SENDING_FUNCTIONS = (
 )
 
 
-def home_send_statements(enrolled: list[str], account: str, document: str) -> dict[str, list[Statement]]:
-    """The statements each sending function's role gets in a home deployment."""
+def home_deployment(enrolled: list[str], account: str, document: str) -> Deployment:
     deployment = Deployment.of(HOME_TEMPLATE, {"EnrolledClusters": enrolled}, account)
     deployment.refs["RemediationDocument"] = document
-    return {f: deployment.role_statements(f"{f}Role", "ssm:SendCommand") for f in SENDING_FUNCTIONS}
+    return deployment
+
+
+def member_deployment(enrolled: list[str], account: str, document_arn: str) -> Deployment:
+    parameters = {"EnrolledClusters": enrolled, "CentralDocumentArn": document_arn}
+    return Deployment.of(MEMBER_TEMPLATE, parameters, account)
+
+
+def home_send_statements(enrolled: list[str], account: str, document: str) -> dict[str, list[Statement]]:
+    """The SendCommand statements each sending function's role reaches in a home deployment: its
+    own (none) and those of every send role it may assume."""
+    deployment = home_deployment(enrolled, account, document)
+    return {f: deployment.reachable_statements(f"{f}Role", "ssm:SendCommand") for f in SENDING_FUNCTIONS}
 
 
 def member_send_statements(enrolled: list[str], account: str, document_arn: str) -> list[Statement]:
-    """The statements of the member role a central deployment assumes in `account`."""
-    parameters = {"EnrolledClusters": enrolled, "CentralDocumentArn": document_arn}
-    deployment = Deployment.of(MEMBER_TEMPLATE, parameters, account)
-    return deployment.role_statements("MemberRole", "ssm:SendCommand")
+    """The SendCommand statements the member role (assumed by a central deployment in `account`)
+    reaches: its own (none) and those of every send role it may assume."""
+    return member_deployment(enrolled, account, document_arn).reachable_statements("MemberRole", "ssm:SendCommand")
 
 
 def authorizer(
@@ -235,3 +358,59 @@ def authorizer(
         )
 
     return allowed
+
+
+class SendRoleFakes:
+    """A deployment's send roles for the fake Run Command, as the product meets them: the SSM
+    parameters naming them are put in (moto) SSM; `assume` (clients.assumed_ssm's stand-in) gives
+    the Run Command as seen through the role, judged by that role's statements alone, and refuses
+    a caller the role does not let in (AccessDenied, as STS would)."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        caller: str,
+        run_command: Any,
+        document_arn: str,
+        account: str,
+        region: str,
+        ec2_client: Any,
+    ) -> None:
+        self.deployment = deployment
+        self.caller = caller
+        self.account, self.region = account, region
+        self.roles = {role.arn: role for role in deployment.send_roles().values()}
+        self.assumed: list[str] = []
+        self._clients = {
+            arn: run_command.acting_as(
+                authorizer(role.statements, document_arn, account, region, ec2_client), role_arn=arn
+            )
+            for arn, role in self.roles.items()
+        }
+
+    def refuse_everything(self) -> None:
+        """Every send role's IAM refuses every send (a test that IAM's refusal reaches the product)."""
+        for client in self._clients.values():
+            client.authorize = lambda _ids: False
+
+    def put_parameters(self, ssm_client: Any) -> None:
+        for role in self.roles.values():
+            ssm_client.put_parameter(Name=role.parameter, Value=role.arn, Type="String", Overwrite=True)
+
+    def assume(self, sts: Any, role_arn: str) -> tuple[Any, float]:
+        from botocore.exceptions import ClientError
+
+        from tests.fakes import iam_contract
+
+        role = self.roles.get(role_arn)
+        refused = role is None or role.logical_id not in self.deployment.assumable(self.caller)
+        # The IAM contract judges the AssumeRole as made with the credentials of `sts` (the member
+        # role's, in central mode; None: the function's own role): its policy and the trust policy.
+        caller = iam_contract.role_of_client(sts)
+        account = caller.split(":")[4] if caller else self.account
+        iam_contract.record_fake("sts", "AssumeRole", {"RoleArn": role_arn}, self.region, account, caller, refused)
+        if refused:
+            error = {"Error": {"Code": "AccessDenied", "Message": f"not authorized to assume {role_arn}"}}
+            raise ClientError(error, "AssumeRole")
+        self.assumed.append(role_arn)
+        return self._clients[role_arn], time.time() + 3600

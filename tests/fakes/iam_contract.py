@@ -258,6 +258,8 @@ class Rendered:
         try:
             return self.names.attributes[(logical_id, attribute)]
         except KeyError:
+            if attribute == "Arn" and self.resources.get(logical_id, {}).get("Type") == "AWS::IAM::Role":
+                return self.role_arn(logical_id)
             raise UnmodelledPolicy(
                 f"{self.name}: Fn::GetAtt {logical_id}.{attribute} has no value in the test world"
             ) from None
@@ -325,6 +327,14 @@ class Rendered:
             target = role["Fn::GetAtt"]
             return target[0] if isinstance(target, list) else target.split(".")[0]
         raise UnmodelledPolicy(f"{self.name}: {function}'s Role {role!r} is not a role of the template")
+
+    def role_arn(self, logical_id: str) -> str:
+        """A role's ARN in the test world: its Path and RoleName, or the name CloudFormation gives
+        a role it names (<stack>-<logical id>-<suffix>; the suffix here is EXAMPLE)."""
+        props = self.resources[logical_id]["Properties"]
+        name = props.get("RoleName")
+        name = self.value(name) if name is not None else f"{self.pseudo['AWS::StackName']}-{logical_id}-EXAMPLE"
+        return f"arn:aws:iam::{self.account}:role{self.value(props.get('Path', '/'))}{name}"
 
     def roles(self) -> dict[str, str]:
         """Role name (RoleName, or the logical id when CloudFormation names it) -> logical id."""
@@ -614,8 +624,8 @@ def judge(
             target_rendered, target_role = contract.role_for_arn(target)
         except ContractViolation as exc:
             return [f"{who} assumes {target}: {exc}"]
-        # the name CloudFormation gives a role it names: <stack>-<logical id>-<suffix>
-        caller_arn = f"arn:aws:iam::{account}:role/{home.pseudo['AWS::StackName']}-{role}-EXAMPLE"
+        # the caller: the role it assumed, or the function's own role (named by CloudFormation)
+        caller_arn = assumed or rendered.role_arn(role)
         if not _trusted(target_rendered, target_role, caller_arn):
             denied.append(f"{target_rendered.name} {target_role}'s trust policy does not let {who} assume it")
     return denied
@@ -742,6 +752,15 @@ def _on_call(model: Any, params: Any, request_signer: Any, context: dict[str, An
     region = context.get("client_region") or request_signer._region_name  # noqa: SLF001
     _record(function, action, context.get("iam_contract_params", {}), region, _account_of(access_key, assumed), assumed)
     # (returns nothing: a response here would answer the call)
+
+
+def role_of_client(client: Any) -> str | None:
+    """The role whose AssumeRole credentials a botocore client signs with (None: not assumed, or
+    no client): a fake handed the product's client judges the call as that role."""
+    signer = getattr(client, "_request_signer", None)
+    credentials = getattr(signer, "_credentials", None)
+    access_key = credentials.get_frozen_credentials().access_key if credentials is not None else ""
+    return _assumed_role(access_key) if access_key else None
 
 
 def record_fake(

@@ -12,8 +12,17 @@ on, with the API's own shapes and error codes:
   (read from template.yaml), InvalidInstanceId for an unregistered agent, Throttling on demand;
 - invocations that go Pending -> InProgress -> Success/Failed/TimedOut/... when the test says,
   with the node's stdout/stderr, and the EventBridge status event SSM would emit;
+- Windows nodes (`register(..., platform_type="Windows")`): the agent skips our step, whose
+  precondition is platformType Linux, with its own words as the step's Output (amazon-ssm-agent
+  agent/framework/runpluginutil/runpluginutil.go: getStepExecutionOperation, and RunPlugins'
+  skipStep case - status Skipped, code 0, no stdout); the invocation ends Success;
+- ListCommandInvocations with Details: each invocation's step (CommandPlugins) and its Output;
 - a command SSM no longer knows (`forget`), and throttling of any operation either for the next
-  n calls (`throttle`) or for a share of all calls (`throttle_share`, seeded: reproducible).
+  n calls (`throttle`) or for a share of all calls (`throttle_share`, seeded: reproducible);
+- GetCommandInvocation answering one command with any of its documented errors (`fail_invocation`:
+  botocore's SSM model lists InternalServerError, InvalidCommandId, InvalidInstanceId,
+  InvalidPluginName, InvocationDoesNotExist) or AccessDeniedException / ThrottlingException, for
+  the next n calls or for good.
 """
 
 from __future__ import annotations
@@ -37,6 +46,18 @@ STEP = "remediateCa"
 INSTANCE_ID = re.compile(r"^(i-(\w{8}|\w{17}))|(mi-\w{17})$")
 
 
+# Messages as the API reference words GetCommandInvocation's errors (and two every API can return).
+GET_INVOCATION_ERRORS = {
+    "InternalServerError": "An error occurred on the server side.",
+    "InvalidCommandId": "The specified command ID isn't valid.",
+    "InvalidInstanceId": "SSM Agent isn't registered with the SSM endpoint.",
+    "InvalidPluginName": "The plugin name isn't valid.",
+    "InvocationDoesNotExist": "The command ID and managed node ID you specified didn't match any invocations.",
+    "AccessDeniedException": "User is not authorized to perform: ssm:GetCommandInvocation",
+    "ThrottlingException": "Rate exceeded",
+}
+
+
 def client_error(code: str, message: str, operation: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": message}}, operation)
 
@@ -49,6 +70,15 @@ class Invocation:
     status_details: str = "Pending"
     stdout: str = ""
     stderr: str = ""
+    step_output: str = ""  # CommandPlugins[].Output (the agent's words for a skipped step)
+
+
+# What amazon-ssm-agent writes for a step whose platformType precondition the node does not meet
+# (the format of getStepExecutionOperation's skip message, with our step's precondition).
+SKIPPED_ON_WINDOWS = (
+    "Step execution skipped due to unsatisfied preconditions: "
+    "'\"StringEquals\": [platformType, Linux]'. Step name: " + STEP
+)
 
 
 @dataclass
@@ -80,6 +110,8 @@ class FakeRunCommand:
     # Bottlerocket nodes report "Bottlerocket": the agent reads NAME= of /etc/bottlerocket-release,
     # aws/amazon-ssm-agent agent/platform/platform_unix.go).
     platforms: dict[str, str] = field(default_factory=dict)
+    # PlatformType per instance (DescribeInstanceInformation: Windows | Linux | MacOS; default Linux)
+    platform_types: dict[str, str] = field(default_factory=dict)
     # IAM's verdict on a send to these instance ids (tests/fakes/iam.py); None: everything allowed.
     authorize: Callable[[list[str]], bool] | None = None
     # The role whose credentials reach this Run Command (a member account's role, central mode);
@@ -88,16 +120,28 @@ class FakeRunCommand:
     throttle_share: dict[str, float] = field(default_factory=dict)
     throttled: dict[str, int] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(13))
+    # command id -> [error code, calls left (None: every call)] of GetCommandInvocation
+    invocation_errors: dict[str, list[Any]] = field(default_factory=dict)
+    # (command id, instance id) -> time before which GetCommandInvocation still shows it running,
+    # without output, although its status event has gone out (`finish(..., output_after=...)`)
+    output_at: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.parameters = document_content((ROOT / "template.yaml").read_text())["parameters"]
 
     # ------------------------------------------------------------ test controls
 
-    def register(self, instance_id: str, online_at: float | None = None, platform: str = "Amazon Linux") -> None:
+    def register(
+        self,
+        instance_id: str,
+        online_at: float | None = None,
+        platform: str = "Amazon Linux",
+        platform_type: str = "Linux",
+    ) -> None:
         """The agent registers now; it is Online from `online_at` (default: now), or never (None)."""
         self.agents[instance_id] = self.clock() if online_at is None else online_at
         self.platforms[instance_id] = platform
+        self.platform_types[instance_id] = platform_type
 
     def register_never_online(self, instance_id: str) -> None:
         self.agents[instance_id] = None
@@ -111,6 +155,16 @@ class FakeRunCommand:
         for key in [k for k in self.invocations if k[0] == command_id]:
             del self.invocations[key]
 
+    def acting_as(self, authorize: Callable[[list[str]], bool], role_arn: str | None = None) -> ActingAs:
+        """This Run Command as seen through a role whose IAM verdict is `authorize` (an assumed
+        send role: tests/fakes/iam.py SendRoleFakes); its SendCommand is recorded for the IAM
+        contract as made by `role_arn` (the assumed role), not by the caller's own role."""
+        return ActingAs(self, authorize, role_arn)
+
+    def fail_invocation(self, command_id: str, code: str, times: int | None = None) -> None:
+        """GetCommandInvocation of this command answers `code` for the next `times` calls (None: always)."""
+        self.invocation_errors[command_id] = [code, times]
+
     def sent_to(self) -> list[list[str]]:
         return [c["InstanceIds"] for c in self.commands]
 
@@ -122,9 +176,20 @@ class FakeRunCommand:
         stdout: str = "",
         stderr: str = "",
         details: str | None = None,
+        output_after: float | None = None,
     ) -> dict[str, Any]:
-        """The node finished: set the invocation's outcome; returns SSM's status event."""
+        """The node finished: set the invocation's outcome; returns SSM's status event. With
+        `output_after` (seconds), GetCommandInvocation still answers InProgress without output
+        until then: the status event came before SSM had the node's output. On a Windows node the
+        agent skips our Linux step whatever the test asks: Success, no stdout."""
+        if output_after is not None:
+            self.output_at[(command_id, instance_id)] = self.clock() + output_after
         inv = self.invocations[(command_id, instance_id)]
+        if self.platform_types.get(instance_id) == "Windows":
+            status, details, stdout, stderr = "Success", "Success", "", ""
+            inv.step_output = SKIPPED_ON_WINDOWS
+        else:
+            inv.step_output = (stdout + stderr)[:2500]
         inv.status, inv.status_details = status, details or status
         inv.stdout, inv.stderr = stdout[:24000], stderr[:8000]
         return self.status_event(command_id, instance_id)
@@ -188,7 +253,7 @@ class FakeRunCommand:
                 {
                     "InstanceId": instance_id,
                     "PingStatus": ping,
-                    "PlatformType": "Linux",
+                    "PlatformType": self.platform_types.get(instance_id, "Linux"),
                     "PlatformName": self.platforms.get(instance_id, "Amazon Linux"),
                 }
             )
@@ -274,6 +339,22 @@ class FakeRunCommand:
         ]
         return {"Commands": found}
 
+    def list_command_invocations(
+        self,
+        CommandId: str,
+        InstanceId: str,
+        Details: bool = False,  # noqa: N803
+        **_: Any,
+    ) -> dict[str, Any]:
+        self._count("ListCommandInvocations")
+        inv = self.invocations.get((CommandId, InstanceId))
+        if inv is None:
+            return {"CommandInvocations": []}
+        found: dict[str, Any] = {"CommandId": CommandId, "InstanceId": InstanceId, "Status": inv.status}
+        if Details:
+            found["CommandPlugins"] = [{"Name": STEP, "Status": inv.status, "Output": inv.step_output}]
+        return {"CommandInvocations": [found]}
+
     def get_command_invocation(
         self,
         CommandId: str,
@@ -282,11 +363,18 @@ class FakeRunCommand:
     ) -> dict[str, Any]:
         self._record("GetCommandInvocation", CommandId=CommandId, InstanceId=InstanceId)
         self._count("GetCommandInvocation")
+        failing = self.invocation_errors.get(CommandId)
+        if failing is not None and failing[1] != 0:
+            if failing[1] is not None:
+                failing[1] -= 1
+            raise client_error(failing[0], GET_INVOCATION_ERRORS.get(failing[0], "error"), "GetCommandInvocation")
         inv = self.invocations.get((CommandId, InstanceId))
         if inv is None:
             raise client_error("InvocationDoesNotExist", "no such invocation", "GetCommandInvocation")
         if PluginName is not None and PluginName != STEP:
             raise client_error("InvalidPluginName", f"no step {PluginName}", "GetCommandInvocation")
+        if self.clock() < self.output_at.get((CommandId, InstanceId), 0):
+            inv = Invocation(CommandId, InstanceId, "InProgress", "InProgress")
         return {
             "CommandId": CommandId,
             "InstanceId": InstanceId,
@@ -296,3 +384,25 @@ class FakeRunCommand:
             "StandardOutputContent": inv.stdout,
             "StandardErrorContent": inv.stderr,
         }
+
+
+@dataclass
+class ActingAs:
+    """A FakeRunCommand called with another role's credentials: SendCommand is judged by that
+    role's IAM; every other call and all state are the Run Command's."""
+
+    run_command: FakeRunCommand
+    authorize: Callable[[list[str]], bool]
+    role_arn: str | None = None  # the role whose credentials send (the IAM contract judges it)
+
+    def send_command(self, **kwargs: Any) -> dict[str, Any]:
+        own = self.run_command.authorize, self.run_command.role_arn
+        self.run_command.authorize = self.authorize
+        self.run_command.role_arn = self.role_arn or own[1]
+        try:
+            return self.run_command.send_command(**kwargs)
+        finally:
+            self.run_command.authorize, self.run_command.role_arn = own
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.run_command, name)

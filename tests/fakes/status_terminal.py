@@ -1,13 +1,21 @@
 """Run `eks-ca-remediator status` on the fleet's records (moto) in whatever terminal runs this:
 tests/integration/test_status_terminal.py runs it in a tmux pane of a known width.
 
-    python -m tests.fakes.status_terminal [status options...]
+    .venv/bin/python -m tests.fakes.status_terminal [status options...]   (from the repository root)
+
+It needs the repository's tools/ on the import path (tests.fakes.world reads the template with
+tools/ssm_document.py), as pytest's `pythonpath` has it; so it puts it there itself.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+
+TOOLS = str(Path(__file__).resolve().parents[2] / "tools")
+if TOOLS not in sys.path:
+    sys.path.insert(0, TOOLS)
 
 os.environ.update(
     {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -12,6 +12,7 @@ function's code makes is judged against template.yaml rendered for this world's 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -27,7 +28,7 @@ from aws_lambda_powertools.utilities import parameters
 from eks_ca_remediator import edge, wiring
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
 from eks_ca_remediator.adapters.records import RecordStore
-from eks_ca_remediator.adapters.ssm import RunCommand
+from eks_ca_remediator.adapters.ssm import RunCommand, SendRoles
 from eks_ca_remediator.logic.remediation import Remediator
 from eks_ca_remediator.models import AgentWaitMessage
 from eks_ca_remediator.provisioners import BY_KEY
@@ -37,7 +38,8 @@ from moto import mock_aws
 from ssm_document import load_template
 
 from tests.fakes import iam_contract
-from tests.fakes.iam import authorizer, home_send_statements
+from tests.fakes.iam import SendRoleFakes, authorizer
+from tests.fakes.iam import home_deployment as home_send_deployment
 from tests.fakes.pki import make_cert
 from tests.fakes.run_command import FakeClock, FakeRunCommand
 
@@ -46,9 +48,15 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 DOCUMENT = "eks-ca-remediator-RemediateCa"
 BUNDLE_PARAMETER = "/eks-ca-remediator/ca-bundle"
+# moto's Windows Server AMI (moto/ec2/resources/amis.json.gz: platform "windows"): an instance run
+# from it is described with Platform "windows", as EC2 describes Windows instances.
+WINDOWS_AMI = "ami-03cf127a"
+LINUX_AMI = "ami-12345678"
+# Node kinds add_nodes launches (README: node kinds).
+NODE_KINDS = ("linux", "bottlerocket", "windows", "auto-mode", "no-agent")
 TABLE = "remediation-records"
 STACK = "eks-ca-remediator"  # the document is <stack>-RemediateCa, the settings under /<stack>/settings/
-SETTINGS = f"/{STACK}/settings/"
+SETTINGS = f"/{STACK}/settings/"  # the template's SETTINGS_PATH; the send roles' ARNs are under SETTINGS/send-roles/
 QUEUES = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/"
 AGENT_WAIT_QUEUE_URL = QUEUES + "agent-wait"
 SWEEP_QUEUE_URL = QUEUES + "sweep"
@@ -142,12 +150,32 @@ def home_names(settings: Settings) -> iam_contract.Names:
     )
 
 
+# Rendered templates of this process, by what decides them (a template renders once per process,
+# whichever worlds and tests ask for it; Rendered is read-only once made).
+_RENDERED: dict[str, iam_contract.Rendered] = {}
+
+
+def _rendered(key: tuple[Any, ...], render: Any) -> iam_contract.Rendered:
+    text = json.dumps(key, sort_keys=True, default=repr)
+    if text not in _RENDERED:
+        _RENDERED[text] = render()
+    return _RENDERED[text]
+
+
 def home_deployment(settings: Settings, template: Path | None = None) -> iam_contract.Rendered:
     """template.yaml (or `template`) rendered as deployed for this world's settings."""
     path = template or ROOT / "template.yaml"
-    return iam_contract.Rendered(
-        iam_contract.load(path), deployment_parameters(settings), ACCOUNT, REGION, home_names(settings), STACK
+    parameters, names = deployment_parameters(settings), home_names(settings)
+    return _rendered(
+        ("home", str(path), path.stat().st_mtime_ns, parameters, repr(names)),
+        lambda: iam_contract.Rendered(iam_contract.load(path), parameters, ACCOUNT, REGION, names, STACK),
     )
+
+
+@functools.lru_cache(maxsize=32)
+def _home_send_deployment(enrolled: tuple[str, ...], account: str, document: str) -> Any:
+    """The send roles' view of template.yaml (tests/fakes/iam.py), once per process per cluster list."""
+    return home_send_deployment(list(enrolled), account, document)
 
 
 def member_deployment(
@@ -161,9 +189,16 @@ def member_deployment(
         "CentralEventBusArn": f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{STACK}-nodes",
         "MemberRoleName": settings.member_role_name,
     }
-    template = template or iam_contract.load(iam_contract.MEMBER_TEMPLATE)
-    return iam_contract.Rendered(
-        template, parameters, account, REGION, iam_contract.Names(), STACK, "member-account.yaml"
+    if template is not None:  # a test's own variant: rendered for it alone
+        return iam_contract.Rendered(
+            template, parameters, account, REGION, iam_contract.Names(), STACK, "member-account.yaml"
+        )
+    path = iam_contract.MEMBER_TEMPLATE
+    return _rendered(
+        ("member", str(path), path.stat().st_mtime_ns, parameters, account),
+        lambda: iam_contract.Rendered(
+            iam_contract.load(path), parameters, account, REGION, iam_contract.Names(), STACK, "member-account.yaml"
+        ),
     )
 
 
@@ -241,6 +276,7 @@ class World:
     table: Any
     ssm_parameters: Any
     ca_pem: str
+    send_roles: SendRoleFakes
 
     # ------------------------------------------------------------------ setup
 
@@ -268,6 +304,7 @@ class World:
                 "REGISTRY_HOSTS": "registry.example.internal:443",
                 "AGENT_WAIT_DEADLINE_SECONDS": "600",
                 "AGENT_RECHECK_SECONDS": "15",
+                SETTINGS_PATH: SETTINGS,
                 **env,
             }
             settings = Settings.from_env(values)  # the world's view; the functions read their own
@@ -276,28 +313,41 @@ class World:
                     ssm_parameters.put_parameter(
                         Name=SETTINGS + name, Value=values[name], Type="String", Tier="Intelligent-Tiering"
                     )
-            environment = {k: v for k, v in values.items() if k not in STORED_SETTINGS} | {SETTINGS_PATH: SETTINGS}
+            environment = {k: v for k, v in values.items() if k not in STORED_SETTINGS}
             fake_ssm = FakeRunCommand(clock=clock, document_name=DOCUMENT)
-            # IAM as template.yaml grants it to the sending functions, for the enrolled clusters
-            statements = home_send_statements(list(settings.enrolled_clusters), ACCOUNT, DOCUMENT)
+            # IAM as template.yaml grants it, for the enrolled clusters: the sending functions' own
+            # roles may not send (every sending function has the same grant: test_send_policy.py);
+            # each cluster's send role, which they assume, may send to that cluster's nodes.
+            deployment = _home_send_deployment(tuple(settings.enrolled_clusters), ACCOUNT, DOCUMENT)
+            document_arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:document/{DOCUMENT}"
+            iam_ec2 = boto3.client("ec2", region_name=REGION)  # its own client: tests count the product's calls
             fake_ssm.authorize = authorizer(
-                statements["OnLaunchFunction"],  # (every sending function's: test_send_policy.py)
-                f"arn:aws:ssm:{REGION}:{ACCOUNT}:document/{DOCUMENT}",
+                deployment.role_statements("OnLaunchFunctionRole", "ssm:SendCommand"),
+                document_arn,
                 ACCOUNT,
                 REGION,
-                boto3.client("ec2", region_name=REGION),  # its own client: tests count the product's calls
+                iam_ec2,
             )
+            send_roles = SendRoleFakes(
+                deployment, "OnLaunchFunctionRole", fake_ssm, document_arn, ACCOUNT, REGION, iam_ec2
+            )
+            send_roles.put_parameters(ssm_parameters)
             queue = FakeQueue(clock)
             ec2 = boto3.client("ec2", region_name=REGION)
             remediator = Remediator(
                 settings=settings,
                 records=RecordStore(table),
-                run_command=RunCommand(fake_ssm, DOCUMENT, settings.document_step),
+                run_command=RunCommand(
+                    fake_ssm,
+                    DOCUMENT,
+                    settings.document_step,
+                    SendRoles(ssm_parameters, None, settings.send_roles_path, assume=send_roles.assume),
+                ),
                 ec2=Ec2Reader(ec2),
                 queue=queue,
                 clock=clock,
             )
-            world = cls(clock, fake_ssm, queue, settings, remediator, ec2, table, ssm_parameters, ca_pem)
+            world = cls(clock, fake_ssm, queue, settings, remediator, ec2, table, ssm_parameters, ca_pem, send_roles)
             original = wiring.home_remediator
             wiring.home_remediator = lambda: remediator  # the handlers' factory, swapped
             wiring.get_settings = edge.get_settings = PerFunctionSettings()
@@ -326,13 +376,20 @@ class World:
         agent_online_after: float | None = 0.0,
         register_agent: bool = True,
         tags: dict[str, str] | None = None,
+        kind: str = "linux",
     ) -> list[str]:
         """Launch `count` instances tagged the way a provisioner tags nodes (`tag_style`: its key in
-        provisioners.PROVISIONERS), or "none" (a bastion), or with exactly `tags`."""
+        provisioners.PROVISIONERS), or "none" (a bastion), or with exactly `tags`.
+
+        `kind` (NODE_KINDS), as EC2 and SSM report it: "windows" runs moto's Windows AMI (Platform
+        windows, PlatformDetails Windows) and its agent reports PlatformType Windows; "auto-mode" is
+        an EC2 managed instance of EKS (Operator managed by eks.amazonaws.com) with no SSM agent;
+        "no-agent" has no SSM agent; "bottlerocket" reports PlatformName Bottlerocket."""
+        assert kind in NODE_KINDS, kind
         if tags is None:
             tags = {"Name": "bastion"} if tag_style == "none" else BY_KEY[tag_style].tags_for(cluster)
         response = self.ec2.run_instances(
-            ImageId="ami-12345678",
+            ImageId=WINDOWS_AMI if kind == "windows" else LINUX_AMI,
             MinCount=count,
             MaxCount=count,
             InstanceType="m6i.large",
@@ -340,13 +397,32 @@ class World:
         )
         ids = [i["InstanceId"] for i in response["Instances"]]
         for instance_id in ids:
-            if not register_agent:
+            self._describe_as(instance_id, kind)
+            if not register_agent or kind in ("auto-mode", "no-agent"):
                 continue
             if agent_online_after is None:
                 self.ssm.register_never_online(instance_id)
             else:
-                self.ssm.register(instance_id, online_at=self.clock() + agent_online_after)
+                platform = {"windows": "Microsoft Windows Server 2022 Datacenter", "bottlerocket": "Bottlerocket"}
+                self.ssm.register(
+                    instance_id,
+                    online_at=self.clock() + agent_online_after,
+                    platform=platform.get(kind, "Amazon Linux"),
+                    platform_type="Windows" if kind == "windows" else "Linux",
+                )
         return ids
+
+    @staticmethod
+    def _describe_as(instance_id: str, kind: str) -> None:
+        """What moto 5.2.5 does not set on its own: DescribeInstances' PlatformDetails and Operator
+        (botocore ec2 model, shape Instance), set on moto's instance so that the product reads them
+        through its own DescribeInstances call (moto serialises the snake_case attributes)."""
+        from moto.ec2.models import ec2_backends
+
+        instance = ec2_backends[ACCOUNT][REGION].get_instance(instance_id)
+        instance.platform_details = "Windows" if kind == "windows" else "Linux/UNIX"
+        if kind == "auto-mode":
+            instance.operator = {"Managed": True, "Principal": "eks.amazonaws.com"}
 
     def launch_event(self, instance_id: str, event_id: str | None = None, state: str = "running") -> dict[str, Any]:
         return {

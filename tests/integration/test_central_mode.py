@@ -28,7 +28,8 @@ from on_launch import handler as launch_handler
 from remediate import handler as remediate_handler
 
 from tests.fakes import iam_contract
-from tests.fakes.iam import authorizer, member_send_statements
+from tests.fakes.iam import SendRoleFakes, authorizer
+from tests.fakes.iam import member_deployment as member_send_deployment
 from tests.fakes.run_command import FakeRunCommand
 from tests.fakes.world import ACCOUNT, DOCUMENT, REGION, LambdaContext, World, member_deployment, node_output
 
@@ -43,6 +44,21 @@ class Member:
     ssm: FakeRunCommand
     ec2: object
     assumed: list[str]
+    send_roles: SendRoleFakes
+
+
+@dataclass
+class MemberSsm:
+    """SSM in the member account: Run Command is the member's fake, Parameter Store moto's."""
+
+    run_command: FakeRunCommand
+    parameters: object
+
+    def get_parameter(self, **kwargs: object) -> dict:
+        return self.parameters.get_parameter(**kwargs)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.run_command, name)
 
 
 @contextmanager
@@ -54,22 +70,27 @@ def central_world(**env: str) -> Iterator[tuple[World, Member]]:
         member_ssm.role_arn = f"arn:aws:iam::{MEMBER}:role/{ROLE}"  # reached through the member role
         assumed: list[str] = []
         setup = clients.assume_member(f"arn:aws:iam::{MEMBER}:role/{ROLE}", MEMBER)  # the test's own hands
-        # IAM as member-account.yaml grants the member role, for the same enrolled clusters
+        # IAM as member-account.yaml grants it, for the same enrolled clusters: the member role may
+        # not send; each cluster's send role, which the member role assumes, may.
         enrolled = list(world.settings.enrolled_clusters)
-        statements = member_send_statements(enrolled, MEMBER, DOCUMENT_ARN)
-        member_ssm.authorize = authorizer(statements, DOCUMENT_ARN, MEMBER, REGION, setup.ec2)
+        deployment = member_send_deployment(enrolled, MEMBER, DOCUMENT_ARN)
+        own = deployment.role_statements("MemberRole", "ssm:SendCommand")
+        member_ssm.authorize = authorizer(own, DOCUMENT_ARN, MEMBER, REGION, setup.ec2)
+        send_roles = SendRoleFakes(deployment, "MemberRole", member_ssm, DOCUMENT_ARN, MEMBER, REGION, setup.ec2)
+        send_roles.put_parameters(setup.ssm)
 
         def member_session(role_arn: str, account: str) -> clients.MemberSession:
             assumed.append(role_arn)
             real = clients.assume_member(role_arn, account)
-            return clients.MemberSession(account, real.ec2, member_ssm, real.expires_at)
+            return clients.MemberSession(account, real.ec2, MemberSsm(member_ssm, real.ssm), real.expires_at, real.sts)
 
-        original = wiring.member_session
+        original = wiring.member_session, clients.assumed_ssm
         wiring.member_session = member_session
+        clients.assumed_ssm = send_roles.assume
         try:
-            yield world, Member(member_ssm, setup.ec2, assumed)
+            yield world, Member(member_ssm, setup.ec2, assumed, send_roles)
         finally:
-            wiring.member_session = original
+            wiring.member_session, clients.assumed_ssm = original
 
 
 def add_member_node(world: World, member: Member, cluster: str = "prod-a", online_after: float = 0.0) -> str:
@@ -105,6 +126,8 @@ def test_a_member_node_is_remediated_through_the_member_role_and_recorded_centra
         assert world.ssm.commands == []
         assert member.ssm.commands[0]["DocumentName"] == DOCUMENT_ARN
         assert member.assumed == [f"arn:aws:iam::{MEMBER}:role/{ROLE}"]  # one AssumeRole, reused
+        # and from the member role, the send role of the node's cluster (member-account.yaml)
+        assert [a.split("/")[-1] for a in member.send_roles.assumed] == ["eks-ca-remediator-SendRoleproda-FAKE0123"]
 
         [(command_id, _)] = member.ssm.invocations
         event = member.ssm.finish(command_id, node, "Success", node_output(restarted=True))
@@ -126,6 +149,8 @@ def test_calls_through_the_member_role_are_judged_against_member_account_yaml():
     assert ("OnLaunchFunction", "template.yaml:OnLaunchFunctionRole") in iam_contract.exercised
     assert ("OnLaunchFunction", "member-account.yaml:MemberRole") in iam_contract.exercised
     assert ("OnCommandStatusFunction", "member-account.yaml:MemberRole") in iam_contract.exercised
+    # function -> MemberRole -> the member's send role of the cluster: SendCommand as the send role
+    assert ("OnLaunchFunction", "member-account.yaml:SendRoleproda") in iam_contract.exercised
 
 
 def test_a_member_role_that_cannot_describe_instances_fails_the_iam_contract():

@@ -62,7 +62,7 @@ def test_botocore_retries_throttled_describe_instance_information_with_backoff()
 def test_botocore_retries_throttled_send_command_and_sends_once():
     client, attempts = throttled_ssm_client("SendCommand", 2, {"Command": {"CommandId": "c" * 36}})
     command_id = RunCommand(client, DOCUMENT, "remediateCa").send(
-        ["i-0123456789abcdef0"], {"DryRun": ["true"]}, "batch x", 600
+        ["i-0123456789abcdef0"], {"DryRun": ["true"]}, "batch x", 600, cluster="prod-a"
     )
     assert command_id == "c" * 36
     assert len(attempts) == 3  # throttled requests were refused by SSM: no command was created by them

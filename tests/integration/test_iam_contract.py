@@ -151,3 +151,71 @@ def test_an_assumed_role_is_found_in_the_templates_that_define_it():
             contract.role_for_arn(f"arn:aws:iam::{ACCOUNT}:role/somebody-elses-role")
         with pytest.raises(iam_contract.ContractViolation, match="defined by no template"):
             contract.role_for_arn("arn:aws:iam::111111111111:role/eks-ca-remediator-member")  # not central
+
+
+DOCUMENT_ARN = f"arn:aws:ssm:{REGION}:{ACCOUNT}:document/eks-ca-remediator-RemediateCa"
+SEND_ROLE_PARAMETER = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/eks-ca-remediator/settings/send-roles/prod-a"
+
+
+def send_role_changed(tmp_path: Path, change) -> Path:
+    """template.yaml with the send roles' definition (the Fn::ForEach body) changed by `change`."""
+    template = iam_contract.load(iam_contract.HOME_TEMPLATE)
+    _, _, body = template["Resources"]["Fn::ForEach::SendRoleOfEachCluster"]
+    change(body["SendRole&{Cluster}"]["Properties"])
+    path = tmp_path / "template.json"
+    path.write_text(json.dumps(template))
+    return path
+
+
+def test_a_send_goes_through_the_clusters_send_role_and_each_hop_is_judged():
+    iam_contract.exercised.clear()
+    with World.create() as world:
+        [node] = world.add_nodes()
+        assert on_launch(world.launch_event(node), LambdaContext())["action"] == "remediating"
+        assert world.ssm.sent_to() == [[node]]
+        assert iam_contract.take_denials() == []
+    # GetParameter (the send role's ARN) and AssumeRole by the function's role; SendCommand as the send role
+    assert ("OnLaunchFunction", "template.yaml:OnLaunchFunctionRole") in iam_contract.exercised
+    assert ("OnLaunchFunction", "template.yaml:SendRoleproda") in iam_contract.exercised
+
+
+def test_a_send_role_that_does_not_trust_the_function_fails_the_iam_contract(tmp_path):
+    def trust_only_the_sweep(props):
+        [statement] = props["AssumeRolePolicyDocument"]["Statement"]
+        statement["Principal"]["AWS"] = [{"Fn::GetAtt": ["SweepFunctionRole", "Arn"]}]
+
+    with World.create(template=send_role_changed(tmp_path, trust_only_the_sweep)) as world:
+        [node] = world.add_nodes()
+        on_launch(world.launch_event(node), LambdaContext())
+        denied = iam_contract.take_denials()
+    assert "template.yaml SendRoleproda's trust policy does not let OnLaunchFunction assume it" in denied
+
+
+def test_a_send_role_that_may_not_use_the_document_fails_the_iam_contract(tmp_path):
+    def without_the_document(props):
+        [policy] = props["Policies"]
+        policy["PolicyDocument"]["Statement"] = [
+            s for s in policy["PolicyDocument"]["Statement"] if s.get("Sid") != "OurDocument"
+        ]
+
+    with World.create(template=send_role_changed(tmp_path, without_the_document)) as world:
+        [node] = world.add_nodes()
+        on_launch(world.launch_event(node), LambdaContext())
+        denied = iam_contract.take_denials()
+    # judged as the send role, not as the function's role (which has no SendCommand at all)
+    assert (
+        f"OnLaunchFunction (as template.yaml SendRoleproda) is not allowed ssm:SendCommand on {DOCUMENT_ARN}" in denied
+    )
+
+
+def test_a_function_that_may_not_read_the_send_role_parameter_fails_the_iam_contract(tmp_path):
+    template = iam_contract.load(iam_contract.HOME_TEMPLATE)
+    statements = template["Resources"]["SendRemediationPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    statements[:] = [s for s in statements if s.get("Sid") != "ReadSendRoleArns"]
+    path = tmp_path / "template.json"
+    path.write_text(json.dumps(template))
+    with World.create(template=path) as world:
+        [node] = world.add_nodes()
+        on_launch(world.launch_event(node), LambdaContext())
+        denied = iam_contract.take_denials()
+    assert f"OnLaunchFunction is not allowed ssm:GetParameter on {SEND_ROLE_PARAMETER}" in denied

@@ -100,3 +100,30 @@ def test_grant_keeps_held_leases_and_fills_free_slots_in_order():
     assert grant_leases(["i-c", "i-d", "i-e", "i-f"], live, limit=4) == (["i-c", "i-d", "i-e"], ["i-d", "i-e"])
     assert grant_leases(["i-d"], live, limit=2) == ([], [])
     assert grant_leases(["i-a", "i-a"], live, limit=2) == (["i-a", "i-a"], [])
+
+
+def test_a_finishing_attempt_does_not_end_the_lease_of_the_next_attempt_on_its_node(monkeypatch):
+    """The node's result lands while a new attempt on the node is being dispatched: the new attempt
+    is sent, and the cluster's in-flight count still counts it."""
+    with World.create(MAX_IN_FLIGHT_PER_CLUSTER="1", SAFETY_RECHECK_SECONDS="30") as world:
+        node, other = world.add_nodes(2, cluster="prod-a")
+        remediate({"instance_id": node, "reason": "first"}, LambdaContext())
+        [(command_id, _)] = world.ssm.invocations
+        result = world.ssm.finish(command_id, node, "Success", node_output())
+        records = world.remediator.records
+        claim = records.claim
+
+        def result_lands_before_the_claim(*args, **kwargs):
+            monkeypatch.setattr(records, "claim", claim)
+            on_command_status(result, LambdaContext())
+            return claim(*args, **kwargs)
+
+        monkeypatch.setattr(records, "claim", result_lands_before_the_claim)
+        remediate({"instance_id": node, "reason": "again", "force": True}, LambdaContext())
+        assert world.ssm.sent_to() == [[node], [node]]
+        assert sorted(records.leases("prod-a")[0]) == [node], "the new attempt holds the one slot"
+        remediate({"instance_id": other, "reason": "another node"}, LambdaContext())
+        assert world.ssm.sent_to() == [[node], [node]], "the limit of 1 holds: the other node waits"
+        [waiting] = world.attempts(other)
+        assert waiting["status"] == "PENDING_AGENT"
+        assert "remediations in flight (the limit)" in waiting["waiting_for"]

@@ -101,7 +101,7 @@ def test_agent_online_after_40s_is_sent_within_one_recheck_interval(world):
     assert record["status"] == "SENT"
 
 
-def test_agent_never_online_is_failed_with_reason_after_the_deadline(world):
+def test_agent_never_online_is_not_remediable_with_the_likely_causes_after_the_deadline(world):
     [node] = world.add_nodes(agent_online_after=None)
 
     on_launch(world.launch_event(node), LambdaContext())
@@ -109,8 +109,10 @@ def test_agent_never_online_is_failed_with_reason_after_the_deadline(world):
 
     assert world.ssm.commands == []
     [record] = world.attempts(node)
-    assert record["status"] == "FAILED"
+    assert record["status"] == "NOT_REMEDIABLE"  # not a failure of the remediation (README: node kinds)
+    assert record["node_kind"] == "no-ssm-agent"
     assert "SSM agent not Online before the agent-wait deadline" in record["reason"]
+    assert "AmazonSSMManagedInstanceCore" in record["reason"]
     assert world.queue.pending == []
     # checks are bounded: one per re-check interval, not a busy loop
     assert world.queue.sent <= world.settings.agent_wait_deadline_seconds // world.settings.agent_recheck_seconds + 2

@@ -24,7 +24,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from eks_ca_remediator import wiring
-from eks_ca_remediator.errors import AttemptNotFound
+from eks_ca_remediator.errors import AttemptNotFound, InvocationUnreadable
 from eks_ca_remediator.logic.sweep import Sweeper
 from eks_ca_remediator.sweeps import SweepJob
 from on_command_status import handler as on_command_status
@@ -89,7 +89,7 @@ class LossyBus:
             _, _, event = heapq.heappop(self.queue)
             try:
                 result = on_command_status(event, LambdaContext())
-            except (ClientError, AttemptNotFound):  # throttled: EventBridge retries the target later
+            except (ClientError, AttemptNotFound, InvocationUnreadable):  # throttled: EventBridge retries it later
                 self.counts["retried"] += 1
                 self._put(now + 60, event)
                 continue

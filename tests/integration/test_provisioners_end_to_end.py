@@ -114,7 +114,7 @@ def test_member_account_launch_and_manual(key):
 @pytest.mark.parametrize("key", ["eks", "karpenter", "capa"])
 def test_iam_refuses_what_the_policy_does_not_allow(world, key):
     """The fake's IAM is live (a refusal reaches the product): recorded FAILED with IAM's reason."""
-    world.ssm.authorize = lambda ids: False
+    world.send_roles.refuse_everything()  # the send role of the node's cluster refuses it
     [node] = world.add_nodes(cluster=CLUSTER, tag_style=key)
     launch(world.launch_event(node), LambdaContext())
     [attempt] = world.attempts(node)

@@ -258,3 +258,48 @@ def test_only_open_attempts_are_in_the_open_index_and_a_deferred_one_stays_curre
         world.run_for(61, step=61)  # re-checked, still over the limit: deferred with a new deadline
         [waiting] = [a for a in world.all_attempts() if a["status"] == "PENDING_AGENT"]
         assert waiting["reconcile_at"] > before, "a live re-check keeps it from looking lost"
+
+
+def test_a_command_that_went_out_unrecorded_is_found_and_followed_not_recorded_as_never_sent(world, monkeypatch):
+    """SendCommand went out, the invocation died before recording it, and its retries and agent-wait
+    re-checks were lost: the reconciler finds the command (ListCommands, by the send's comment)."""
+    from eks_ca_remediator.logic.remediation import Remediator
+
+    [node] = world.add_nodes()
+    monkeypatch.setattr(Remediator, "_record_sent", lambda *args: (_ for _ in ()).throw(TimeoutError("died")))
+    with pytest.raises(TimeoutError):
+        on_launch(world.launch_event(node), LambdaContext())
+    monkeypatch.undo()
+    [command] = world.ssm.commands
+    [record] = world.attempts(node)
+    assert (record["status"], record.get("command_id")) == ("PENDING_AGENT", None)
+    for _ in range(MAX_REQUEUES + 1):  # every re-check the reconciler queues is lost too
+        world.queue.pending.clear()
+        world.clock.advance(3600)
+        world.reconcile()
+    [record] = world.attempts(node)
+    assert (record["status"], record["command_id"]) == ("SENT", command["CommandId"])
+    assert "nothing was sent" not in record.get("reason", "")
+    assert world.ssm.sent_to() == [[node]], "found, not sent again"
+    world.ssm.finish(command["CommandId"], node, "Success", node_output())
+    world.clock.advance(DUE + 1)
+    world.reconcile()
+    [record] = world.attempts(node)
+    assert (record["status"], record["closed_by"]) == ("SUCCEEDED", "reconciler")
+
+
+def test_a_result_event_that_comes_before_ssm_has_the_output_waits_for_it(world):
+    """The status event says Success, but GetCommandInvocation does not have the node's output
+    yet: the attempt is not recorded FAILED "no parsable result line"; it waits, then gets it."""
+    node, command_id = sent_node(world)
+    event = world.ssm.finish(command_id, node, "Success", node_output(restarted=True), output_after=120)
+    result = on_command_status(event, LambdaContext())
+    assert result["action"] == "deferred"
+    [record] = world.attempts(node)
+    assert record["status"] == "SENT"
+    assert lease_holders(world) == [node], "still in flight"
+    world.clock.advance(400)  # the next reconciler passes after the output arrived
+    world.reconcile()
+    [record] = world.attempts(node)
+    assert (record["status"], record["restarted"]) == ("SUCCEEDED", True)
+    assert lease_holders(world) == []

@@ -14,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError, ReadTimeoutError
 from on_command_status import handler as on_command_status
 from on_launch import handler as on_launch
 from reconcile import handler as reconcile
@@ -282,3 +283,77 @@ def test_the_stack_s_functions_and_queues_are_found_by_their_logical_ids():
         functions={"OnLaunchFunction": name("OnLaunchFunction"), "ReconcileFunction": name("ReconcileFunction")},
         queues={"AgentWaitQueue": "https://sqs/agent", "SweepQueue": "https://sqs/sweep"},
     )
+
+
+class SlowSqs:
+    """moto SQS on a simulated clock: a receipt handle is good until its visibility timeout has
+    passed on that clock. After that, as SQS does, DeleteMessage with it succeeds but deletes
+    nothing, and ChangeMessageVisibility fails (MessageNotInflight)."""
+
+    def __init__(self, sqs) -> None:
+        self.sqs, self.now = sqs, 0.0
+        self.until: dict[str, float] = {}
+        self.deleted: list[str] = []
+
+    def receive_message(self, **kwargs):
+        answer = self.sqs.receive_message(**{**kwargs, "VisibilityTimeout": 43200})  # the simulated clock decides
+        for message in answer.get("Messages", []):
+            self.until[message["ReceiptHandle"]] = self.now + kwargs["VisibilityTimeout"]
+        return answer
+
+    def _live(self, handle: str) -> bool:
+        return self.until.get(handle, -1.0) > self.now
+
+    def change_message_visibility(self, QueueUrl, ReceiptHandle, VisibilityTimeout):  # noqa: N803
+        if not self._live(ReceiptHandle):
+            raise ClientError({"Error": {"Code": "MessageNotInflight"}}, "ChangeMessageVisibility")
+        self.until[ReceiptHandle] = self.now + VisibilityTimeout
+        return {}
+
+    def delete_message(self, QueueUrl, ReceiptHandle):  # noqa: N803
+        if self._live(ReceiptHandle):
+            self.deleted.append(ReceiptHandle)
+            self.sqs.delete_message(QueueUrl=QueueUrl, ReceiptHandle=ReceiptHandle)
+        return {}
+
+    def send_message(self, **kwargs):
+        return self.sqs.send_message(**kwargs)
+
+
+def test_a_batch_of_slow_replays_deletes_every_message_it_replayed(harness):
+    """Ten messages received at once, each replay taking 400 s: more than one visibility timeout."""
+    schedule = json.loads((ROOT / "events" / "reconcile-scheduled.json").read_text())
+    for _ in range(10):
+        harness.eventbridge_dead_letter(schedule, "ReconcileFunction")
+    sqs = SlowSqs(harness.sqs)
+
+    class SlowLambda:
+        def invoke(self, **kwargs):
+            sqs.now += 400
+            return {"StatusCode": 200, "Payload": io.BytesIO(b"{}")}
+
+    report = redrive(sqs, SlowLambda(), harness.dlq, harness.stack, say=lambda _: None, clock=lambda: sqs.now)
+    assert report.counts == {"replayed": 10}, report.lines
+    assert len(sqs.deleted) == 10, "every replayed message left the queue: no stale receipt handle"
+
+
+def test_an_invoke_that_raises_is_reported_and_the_other_messages_are_replayed(harness):
+    w = harness.world
+    first, second = w.add_nodes(2)
+    harness.eventbridge_dead_letter(w.launch_event(first), "OnLaunchFunction")
+    harness.eventbridge_dead_letter(w.launch_event(second), "OnLaunchFunction")
+    invoke, calls = harness.lam.invoke, []
+
+    def times_out_once(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise ReadTimeoutError(endpoint_url="https://lambda.us-east-1.amazonaws.com")
+        return invoke(**kwargs)
+
+    harness.lam.invoke = times_out_once
+    report = harness.run()
+    assert report.counts == {"failed": 1, "replayed": 1}, report.lines
+    [failed] = [line for line in report.lines if line.startswith("failed")]
+    assert "ReadTimeoutError" in failed
+    assert "left in the queue" in failed
+    assert len(harness.bodies(harness.dlq)) == 1, "the failed one stays in the dead-letter queue"

@@ -11,6 +11,7 @@ import boto3
 import botocore.client
 import pytest
 from eks_ca_remediator import cli
+from eks_ca_remediator.adapters.records import RecordStore
 from moto import mock_aws
 
 from tests.fakes import fleet
@@ -194,3 +195,20 @@ def test_bad_names_get_one_line_and_exit_2(deployed, argv, message):
 @pytest.mark.parametrize("since", ["30m", "24h", "7d"])
 def test_since_accepts_minutes_hours_days(deployed, since):
     assert status("--stack", fleet.STACK, "--since", since)[0] == 0
+
+
+def test_terminated_nodes_are_not_counted_among_a_clusters_nodes(deployed):
+    """A node scaled in after its remediation keeps its records (until their TTL): it is not one of
+    the cluster's nodes any more."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    launched = ec2.run_instances(ImageId="ami-12345678", MinCount=3, MaxCount=3)["Instances"]
+    nodes = [i["InstanceId"] for i in launched]
+    store = RecordStore(deployed)
+    for n, node in enumerate(nodes):
+        store.create_attempt(fleet._attempt("prod-t", node, fleet.NOW - 3600 + n, "launch", f"t-{n}", "f", "SUCCEEDED"))
+    ec2.terminate_instances(InstanceIds=nodes[:1])
+    code, out, _ = status("--stack", fleet.STACK, "--cluster", "prod-t", "--json")
+    assert code == 0
+    [cluster] = json.loads(out)["clusters"]
+    assert cluster["nodes"] == 2
+    assert cluster["states"]["current"] == 2

@@ -4,6 +4,8 @@ wide), after the progress line has come and gone."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -71,3 +73,16 @@ def test_tables_fit_an_80_column_terminal_with_aligned_columns():
     states = blocks[0].splitlines()
     assert states[1].split() == ["prod-a", "300", *map(str, fleet.EXPECTED["prod-a"].values())]
     assert states[3].split()[:3] == ["prod-c", "1500", "1500"]
+
+
+def test_the_readmes_command_prints_the_tables_as_written():
+    """README's command, run as a reader runs it: from the repository root, no PYTHONPATH."""
+    readme = (ROOT / "README.md").read_text()
+    [written] = re.findall(r"`([^`]*-m tests\.fakes\.status_terminal)[^`]*` prints it", readme)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        shlex.split(written), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[0].split()[:3] == ["CLUSTER", "NODES", "CURRENT"]
+    assert done.stdout.splitlines()[1].split()[:2] == ["prod-a", "300"]

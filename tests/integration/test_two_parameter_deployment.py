@@ -79,14 +79,18 @@ class Rendered:
         return {k: str(self.value(v)) for k, v in (variables | own).items()}
 
     def stored_settings(self) -> dict[str, str]:
-        """The Settings* SSM parameters the stack creates: name -> value."""
+        """The Settings* SSM parameters the stack creates: name -> value (the direct children of
+        the settings path, as the functions read them: GetParametersByPath, not recursive; the
+        send roles' ARNs lie below, in send-roles/)."""
         stored = {}
         for resource in self.template["Resources"].values():
             if resource["Type"] != "AWS::SSM::Parameter" or "/settings/" not in str(resource["Properties"]["Name"]):
                 continue
             if "Condition" in resource and not self.condition(resource["Condition"]):
                 continue
-            stored[self.value(resource["Properties"]["Name"])] = self.value(resource["Properties"]["Value"])
+            name = self.value(resource["Properties"]["Name"])
+            if name.rsplit("/", 1)[0] == f"/{STACK}/settings":
+                stored[name] = self.value(resource["Properties"]["Value"])
         return stored
 
 
@@ -108,9 +112,10 @@ def test_rendered_configuration_is_what_the_user_asked_for(rendered):
     assert env["DEFAULT_STRATEGY"] == "auto"
     assert env["MEMBER_ROLE_NAME"] == ""  # single account: central mode stays off
     assert rendered.stored_settings() == {f"/{STACK}/settings/ENROLLED_CLUSTERS": "dev-a"}
-    # one send policy, for the one enrolled cluster
-    assert [k for k in rendered.template["Resources"] if k.startswith("SendToNodesOf")] == [
-        "SendToNodesOfdeva"
+    # one send role, and the parameter naming it, for the one enrolled cluster
+    assert [k for k in rendered.template["Resources"] if k.startswith("SendRole")] == [
+        "SendRoledeva",
+        "SendRoleArnOfdeva",
     ]  # &{Cluster} keeps alphanumerics
 
 

@@ -21,6 +21,13 @@ Modeled on upstream:
   ca-bundle.crt from the distribution roots plus every trusted bundle (core-kit sources/api/
   certdog); containerd's is `/bin/systemctl try-restart containerd.service`
   (shared-defaults/defaults.toml).
+- `set` returns once the settings are committed: the API server starts thar-be-settings with
+  --daemon and waits only for its fork ("this is just checking that it was able to fork, not
+  checking its work": core-kit sources/api/apiserver/src/server/controller.rs apply_changes).
+  So here too the application runs in a detached process after `set` has returned, after a
+  short random delay, with the affected services' restart commands in random order; it records
+  the settings generation it applied in STATE.applied (what the lab, not the control
+  container, can observe). NODELAB_APPLY_DELAY (seconds) fixes the delay for a test.
 Anything else the real API would accept but this lab does not model is refused with a clear
 message, never silently accepted.
 
@@ -33,9 +40,13 @@ import argparse
 import base64
 import binascii
 import json
+import os
+import random
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 # modeled-types shared.rs: `.all(|c| (c.is_ascii() && c.is_alphanumeric()) || c == '-')
@@ -150,10 +161,55 @@ def cmd_set(state_path: Path, pairs: list[str], json_text: str | None) -> int:
     if not changes:
         raise ApiError("Must specify at least one key=value or --json")
     new = apply_changes(state, changes, from_text=json_text is None)
-    state_path.write_text(json.dumps(new))
-    regenerate_trust_bundle(new)
-    # containerd is an affected service of settings.pki: Bottlerocket restarts it.
-    subprocess.run(["systemctl", "try-restart", "containerd.service"], check=True, timeout=120)
+    new["generation"] = int(state.get("generation", 0)) + 1
+    tmp = state_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(new))
+    tmp.replace(state_path)
+    # Committed: thar-be-settings applies it in the background (see the module docstring).
+    subprocess.Popen(
+        [sys.executable, __file__, "--state", str(state_path), "_apply", str(new["generation"])],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    return 0
+
+
+CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
+
+
+def wait_containerd_ready(timeout: float = 30.0) -> None:
+    """containerd's unit is Type=notify (containerd.service in containerd's repository), so
+    systemd's try-restart returns once the new process has reported ready; the lab's systemctl
+    stand-in returns at once: wait until the socket accepts, as thar-be-settings would."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(CONTAINERD_SOCKET)
+                return
+            except OSError:
+                pass
+        time.sleep(0.02)
+
+
+def cmd_apply(state_path: Path, generation: int) -> int:
+    """thar-be-settings for settings.pki: certdog and containerd's try-restart, in random order."""
+    delay = os.environ.get("NODELAB_APPLY_DELAY")
+    time.sleep(float(delay) if delay else random.uniform(0.2, 1.0))
+    steps = ["pki", "containerd"]
+    random.shuffle(steps)
+    for step in steps:
+        if step == "pki":
+            regenerate_trust_bundle(json.loads(state_path.read_text()))
+        else:
+            subprocess.run(["systemctl", "try-restart", "containerd.service"], check=True, timeout=120)
+            wait_containerd_ready()
+        time.sleep(random.uniform(0.0, 0.3))
+    applied = state_path.with_name(state_path.name + ".applied")
+    done = int(applied.read_text()) if applied.exists() else 0
+    applied.write_text(str(max(done, generation)))
     return 0
 
 
@@ -190,8 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     set_parser.add_argument("pairs", nargs="*")
     get_parser = sub.add_parser("get")
     get_parser.add_argument("prefixes", nargs="*")
+    apply_parser = sub.add_parser("_apply")  # the lab's thar-be-settings, started by `set`
+    apply_parser.add_argument("generation", type=int)
     args = parser.parse_args(argv)
     state = Path(args.state)
+    if args.command == "_apply":
+        return cmd_apply(state, args.generation)
     try:
         if args.command == "set":
             return cmd_set(state, args.pairs, args.json)

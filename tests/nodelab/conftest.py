@@ -44,13 +44,16 @@ def lab_registry() -> Iterator[Registry]:
 
 @pytest.fixture
 def make_lab(lab_registry: Registry) -> Iterator[Callable[..., NodeLab]]:
-    """Factory: make_lab(profile, containerd=None, crictl=None) -> a started NodeLab (profile one
-    of lab.PROFILES; containerd "1.6", "1.7" or "2", default the image's own) whose containerd,
+    """Factory: make_lab(profile, containerd=None, crictl=None, config=..., config_file=...) -> a
+    started NodeLab (profile one of lab.PROFILES; containerd "1.6", "1.7" or "2", default the
+    image's own; config one of lab.CONFIGS; config_file where containerd's config is) whose containerd,
     namespaces and files are all gone after the test (also when it fails)."""
     labs: list[NodeLab] = []
 
-    def factory(os_family: str = "debian", containerd: str | None = None, crictl: bool | None = None) -> NodeLab:
-        lab = NodeLab(os_family, registry=lab_registry, containerd=containerd, crictl=crictl)
+    def factory(
+        os_family: str = "debian", containerd: str | None = None, crictl: bool | None = None, **options: str
+    ) -> NodeLab:
+        lab = NodeLab(os_family, registry=lab_registry, containerd=containerd, crictl=crictl, **options)
         _need_containerd(lab)
         labs.append(lab)
         return lab.start()

@@ -89,6 +89,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,12 @@ REGISTRY_NAME = "registry.nodelab.test"
 IMAGE_REPO = "nodelab/hello"
 IMAGE_TAG = "1"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_CONFIG_FILE = "/etc/containerd/config.toml"
+# containerd configs the lab can run: "image" = the one the profile's image writes (lab.py
+# _containerd_config); "v2-transfer" = containerd 2.x with an older version 2 config whose CRI
+# pulls through the Transfer service (discard_unpacked_layers = false) with a colon-separated
+# config_path, where a hosts.toml is ignored (containerd issues #12415, #12808).
+CONFIGS = ("image", "v2-transfer")
 REQUIRED_TOOLS = (
     "unshare",
     "nsenter",
@@ -399,8 +406,9 @@ def _go_arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
 
 
-def build_image() -> tuple[bytes, bytes, bytes]:
-    """(layer tar.gz, config JSON, schema2 manifest JSON) of a one-file image."""
+def build_image(label: str = "") -> tuple[bytes, bytes, bytes]:
+    """(layer tar.gz, config JSON, schema2 manifest JSON) of a one-file image; a label makes the
+    config (and so the image) a different one."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         data = b"hello from the eks-ca-remediator node lab\n"
@@ -413,7 +421,7 @@ def build_image() -> tuple[bytes, bytes, bytes]:
         {
             "architecture": _go_arch(),
             "os": "linux",
-            "config": {"Cmd": ["/hello.txt"]},
+            "config": {"Cmd": ["/hello.txt"], **({"Labels": {"nodelab": label}} if label else {})},
             "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar_bytes).hexdigest()]},
             "history": [{"created_by": "nodelab"}],
         },
@@ -449,6 +457,7 @@ class Registry:
         self.port = 0
         self.pki: Pki | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        self._fresh = 0
 
     @property
     def host(self) -> str:
@@ -555,13 +564,21 @@ class Registry:
         if resp.status != 201:
             raise RuntimeError(f"registry blob upload: HTTP {resp.status} {data[:200]!r}")
 
-    def push(self) -> None:
-        layer, config, manifest = build_image()
+    def fresh_image(self) -> str:
+        """Push an image this registry never served before (own config, own tag) and name it: a
+        pull of it cannot be answered from anything containerd holds."""
+        self._fresh += 1
+        tag = f"fresh-{os.getpid()}-{self._fresh}"
+        self.push(tag)
+        return f"{self.host}/{IMAGE_REPO}:{tag}"
+
+    def push(self, tag: str = IMAGE_TAG) -> None:
+        layer, config, manifest = build_image("" if tag == IMAGE_TAG else tag)
         self._push_blob(layer)
         self._push_blob(config)
         resp, data = self._request(
             "PUT",
-            f"/v2/{IMAGE_REPO}/manifests/{IMAGE_TAG}",
+            f"/v2/{IMAGE_REPO}/manifests/{tag}",
             manifest,
             {"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"},
         )
@@ -588,6 +605,74 @@ class Registry:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ConnectProxy:
+    """An HTTP CONNECT proxy on 127.0.0.1:<free port>, served by threads of this process. It
+    resolves the registry's name itself (to 127.0.0.1), so a node whose /etc/hosts points that
+    name nowhere reaches the registry only through it. `targets` records each CONNECT target."""
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        self.port = 0
+        self.targets: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ConnectProxy:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, args=(self.sock,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
+
+    def _serve(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
+
+    def _tunnel(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 8192:
+                chunk = conn.recv(1024)
+                if not chunk:
+                    return
+                head += chunk
+            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+            if len(parts) < 2 or parts[0] != "CONNECT":
+                conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            target = parts[1]
+            self.targets.append(target)
+            host, _, port = target.rpartition(":")
+            if host == REGISTRY_NAME:
+                host = "127.0.0.1"
+            with socket.create_connection((host, int(port)), timeout=10) as upstream:
+                conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                upstream.settimeout(None)
+                conn.settimeout(None)
+                threading.Thread(target=self._pipe, args=(upstream, conn), daemon=True).start()
+                self._pipe(conn, upstream)
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
 
 
 def _short_ca_conf(keep: int = 8) -> str:
@@ -620,6 +705,9 @@ class NodeLab:
         template: Path | None = None,
         containerd: str | None = None,
         crictl: bool | None = None,
+        config: str = "image",
+        config_file: str = DEFAULT_CONFIG_FILE,
+        proxy: bool = False,
     ) -> None:
         if os_family not in PROFILES:
             raise ValueError(f"os_family must be one of {OS_FAMILIES}")
@@ -629,6 +717,20 @@ class NodeLab:
         if self.containerd_version not in ("1.6", *fetched_containerd.SUITES):
             raise ValueError("containerd must be '1.6' (Debian 12), '1.7' (Debian trixie) or '2' (Debian sid)")
         self.has_crictl = self.profile.crictl if crictl is None else crictl
+        if config not in CONFIGS:
+            raise ValueError(f"config must be one of {CONFIGS}")
+        if config == "v2-transfer" and self.containerd_version != "2":
+            raise ValueError("config 'v2-transfer' is containerd 2.x's (Transfer-service pulls)")
+        self.config = config
+        # Where containerd's config lives: /etc/containerd/config.toml as on every image, or
+        # another file given to containerd with --config (the node script reads its command line).
+        if not config_file.startswith("/etc/containerd/"):
+            raise ValueError("config_file must be under /etc/containerd/ (the lab's overlay)")
+        self.config_file = config_file
+        # proxy: containerd runs with HTTPS_PROXY (as a systemd drop-in would set it) pointing at
+        # a CONNECT proxy, the node's /etc/hosts sends the registry's name nowhere (127.0.0.2,
+        # where nothing listens): the proxy is the only way to the registry.
+        self.proxy = ConnectProxy() if proxy else None
         self.control: subprocess.Popen[bytes] | None = None  # Bottlerocket: the control container
         self._registry = registry
         self._own_registry = registry is None
@@ -638,6 +740,7 @@ class NodeLab:
         self._cri = None
         self.last_script_seconds = 0.0
         self.last_stdout = ""
+        self.fresh_pulls = 0  # CRI pulls of fresh images that checked a reported success
 
     # ---- properties --------------------------------------------------------------------------
     @property
@@ -712,6 +815,8 @@ class NodeLab:
             if self._registry is None:
                 self._registry = Registry().start()
             self.containerd_dir = self._containerd_binaries()
+            if self.proxy is not None:
+                self.proxy.start()
             self.dir = Path(tempfile.mkdtemp(prefix="nodelab-"))
             self._prepare_files()
             self._start_namespace()
@@ -728,6 +833,8 @@ class NodeLab:
         if self._cri is not None:
             self._cri.close()
             self._cri = None
+        if self.dir is not None and self.is_bottlerocket:
+            self.wait_bottlerocket_applied(timeout=10)  # no thar-be-settings left to restart containerd
         if self.dir is not None:
             pid = self._read_pid()
             if pid:
@@ -738,6 +845,8 @@ class NodeLab:
                     proc.kill()
                 proc.wait(timeout=10)
         self.control = self.holder = None
+        if self.proxy is not None:
+            self.proxy.stop()
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
@@ -764,10 +873,15 @@ class NodeLab:
         (d / "containerd").mkdir(mode=0o711)
         (d / "run" / "containerd").mkdir(parents=True, mode=0o711)
         up = d / "etc-upper"
-        (up / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.0.1\t{REGISTRY_NAME}\n")
+        registry_ip = "127.0.0.2" if self.proxy is not None else "127.0.0.1"
+        (up / "hosts").write_text(
+            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n{registry_ip}\t{REGISTRY_NAME}\n"
+        )
         (up / "containerd" / "certs.d").mkdir(parents=True)
         (up / "containerd" / "config.d").mkdir(parents=True)
-        (up / "containerd" / "config.toml").write_text(self._containerd_config())
+        config_file = up / self.config_file.removeprefix("/etc/")
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(self._containerd_config())
         if self.profile.os_release is not None:
             (up / "os-release").write_text(self.profile.os_release)
         if not self.is_al:
@@ -784,6 +898,10 @@ class NodeLab:
         containerd_path = SYSTEM_PATH if self.containerd_dir is None else f"{self.containerd_dir}:{SYSTEM_PATH}"
         subst = {
             "@PIDFILE@": str(d / "containerd.pid"),
+            "@CONFIG@": self.config_file,
+            "@CONTAINERD_ENV@": (
+                "" if self.proxy is None else f"HTTPS_PROXY={self.proxy.url} NO_PROXY=localhost,.cluster.local"
+            ),
             "@LOG@": str(d / "containerd.log"),
             "@SYSTEM_PATH@": SYSTEM_PATH,
             "@CONTAINERD_PATH@": containerd_path,
@@ -836,6 +954,22 @@ class NodeLab:
             f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n'
         )
         snapshotters = [f"io.containerd.snapshotter.v1.{n}" for n in ("btrfs", "zfs", "devmapper", "aufs")]
+        if self.config == "v2-transfer":
+            # containerd 2.1 accepts a version 2 config and migrates it (plugins/cri/images/
+            # plugin.go configMigration); discard_unpacked_layers = false leaves CRI on the
+            # Transfer service (internal/cri/config/config.go CheckLocalImagePullConfigs).
+            cri = 'plugins."io.containerd.grpc.v1.cri"'
+            disabled = [*snapshotters[:3], "io.containerd.snapshotter.v1.blockfile", "io.containerd.nri.v1.nri"]
+            return (
+                "version = 2\n" + f"disabled_plugins = {json.dumps(disabled)}\n" + common + f"[{cri}]\n"
+                '  stream_server_address = "127.0.0.1"\n  stream_server_port = "0"\n'
+                f"[{cri}.containerd]\n"
+                f'  snapshotter = "{self._snapshotter()}"\n  discard_unpacked_layers = false\n'
+                f"[{cri}.cni]\n"
+                f'  bin_dir = "{d}/cni/bin"\n  conf_dir = "{d}/cni/conf"\n'
+                f"[{cri}.registry]\n"
+                '  config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n'
+            )
         if self.containerd_version != "2":
             cri = 'plugins."io.containerd.grpc.v1.cri"'
             return (
@@ -1013,6 +1147,22 @@ class NodeLab:
     def write_file(self, path: str, data: str) -> None:
         self.sh('mkdir -p "$(dirname "$1")" && cat >"$1"', path, input_data=data.encode())
 
+    def wait_bottlerocket_applied(self, timeout: float = 30.0) -> bool:
+        """Until the API stand-in's thar-be-settings has applied the latest committed settings
+        (the lab can see its STATE.applied; the control container cannot). False on timeout."""
+        assert self.dir is not None
+        state = self.dir / "bottlerocket" / "settings.json"
+        applied = state.with_name(state.name + ".applied")
+        deadline = time.monotonic() + timeout
+        while True:
+            wanted = json.loads(state.read_text()).get("generation", 0) if state.exists() else 0
+            done = int(applied.read_text() or 0) if applied.exists() else 0
+            if done >= wanted:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
     def bottlerocket_settings(self) -> dict:
         """What the Bottlerocket API stand-in holds (settings.* without the prefix)."""
         assert self.dir is not None
@@ -1162,7 +1312,34 @@ class NodeLab:
         if lines:
             with contextlib.suppress(json.JSONDecodeError):
                 result = json.loads(lines[-1])
+        if script is None and result is not None and result.get("result") == "success":
+            self.assert_success_is_real(env, result)
         return ScriptRun(proc.returncode, result, proc.stderr)
+
+    def assert_success_is_real(self, env: dict[str, str], result: dict) -> None:
+        """The lab's own check after every run the script reports as a success: when the bundle
+        it installed holds the registry's CA, a CRI pull (what kubelet does) of an image never
+        pulled before works. A success where that pull fails is a false report, whatever the
+        test around it asserts. On Bottlerocket the lab observes the host's containerd
+        directly (the script cannot)."""
+        try:
+            bundle = base64.b64decode(env.get("SSM_CaBundle", ""), validate=True).decode("ascii", "replace")
+        except ValueError:
+            return
+        ca_body = "".join(self.ca_pem.strip().splitlines()[1:-1])
+        if ca_body not in bundle.replace("\r", "").replace("\n", ""):
+            return
+        if self.is_bottlerocket and not self.wait_bottlerocket_applied():
+            raise AssertionError("the script reported success but Bottlerocket did not apply settings.pki within 30 s")
+        image = self.registry.fresh_image()
+        ok, msg = self.cri_pull(image)
+        self.fresh_pulls += 1
+        if not ok:
+            raise AssertionError(
+                f"the script reported success ({result.get('strategy_used')}, verification "
+                f"{result.get('verification_level')}, canary {result.get('canary')!r}) but a CRI pull of "
+                f"a fresh image fails: {msg}\nwarnings: {result.get('warnings')}"
+            )
 
     def script_env(self, **overrides: str) -> dict[str, str]:
         """SSM_* variables for a normal run against this lab's registry (override any)."""

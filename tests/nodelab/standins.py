@@ -25,7 +25,7 @@ pid() {
 }
 start() {
   [ "$(pid)" != 0 ] && return 0
-  env -i PATH='@CONTAINERD_PATH@' containerd --config /etc/containerd/config.toml \
+  env -i PATH='@CONTAINERD_PATH@' @CONTAINERD_ENV@ containerd --config '@CONFIG@' \
     </dev/null >>"$LOG" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
   echo $! >"$PIDFILE"
 }
@@ -57,6 +57,7 @@ case "$verb" in
     for p in $(echo "$props" | tr ',' ' '); do
       case "$p" in
         MainPID) v=$(pid) ;;
+        Environment) v='@CONTAINERD_ENV@' ;;
         ActiveState) if [ "$(pid)" != 0 ]; then v=active; else v=inactive; fi ;;
         *) continue ;;
       esac
@@ -117,11 +118,13 @@ SH_BASH = r"""#!/bin/bash
 
 # OpenSSL 1.0.2k (Amazon Linux 2) option surface for the subcommands the node script uses,
 # after apps/s_client.c and apps/x509.c at tag OpenSSL_1_0_2k of openssl/openssl. Options added
-# later (-no-CApath, -no-CAstore: 1.1.0/3.0; -ext: 1.1.1) are refused like 1.0.2 refuses them:
+# later (-no-CApath, -no-CAstore: 1.1.0/3.0; -ext: 1.1.1; -proxy host:port, which the 1.1.1 manual
+# lists and the 1.0.x one does not, e.g. NetBSD 7's openssl_s_client(1) next to Ubuntu bionic's
+# s_client(1ssl)) are refused like 1.0.2 refuses them:
 # "unknown option", usage on stderr, exit 1. `-help` is not an option in 1.0.2 either.
 OPENSSL_102 = r"""#!/bin/sh
 REAL=/usr/bin/openssl
-S_CLIENT_ARG=" -connect -host -port -servername -CAfile -CApath -verify -cert -certform -key -keyform -pass -cipher -starttls -xmpphost -sess_out -sess_in -rand -psk -psk_identity -nextprotoneg -alpn -proxy -unix -crl_download -CRLfile -purpose -verify_depth -policy -attime -verify_hostname -verify_email -verify_ip -CAform -dane_tlsa_domain "
+S_CLIENT_ARG=" -connect -host -port -servername -CAfile -CApath -verify -cert -certform -key -keyform -pass -cipher -starttls -xmpphost -sess_out -sess_in -rand -psk -psk_identity -nextprotoneg -alpn -unix -crl_download -CRLfile -purpose -verify_depth -policy -attime -verify_hostname -verify_email -verify_ip -CAform -dane_tlsa_domain "
 S_CLIENT_FLAG=" -verify_return_error -showcerts -debug -msg -nbio_test -state -nbio -crlf -quiet -ign_eof -no_ign_eof -brief -prexit -reconnect -pause -tls1 -tls1_1 -tls1_2 -ssl3 -no_tls1 -no_tls1_1 -no_tls1_2 -no_ssl3 -no_ticket -bugs -serverpref -legacy_renegotiation -legacy_server_connect -no_legacy_server_connect -status -tlsextdebug -no_comp -crl_check -crl_check_all -x509_strict -partial_chain -no_alt_chains -check_ss_sig -trusted_first "
 X509_ARG=" -in -out -inform -outform -keyform -CA -CAkey -CAform -CAkeyform -CAserial -days -set_serial -extfile -extensions -signkey -passin -checkend -nameopt -certopt -addtrust -addreject -setalias -md "
 X509_FLAG=" -noout -text -subject -issuer -email -hash -subject_hash -issuer_hash -subject_hash_old -issuer_hash_old -serial -dates -startdate -enddate -fingerprint -sha1 -sha256 -md5 -modulus -pubkey -purpose -alias -ocspid -ocsp_uri -C -trustout -clrtrust -clrreject -clrext -req -x509toreq -CAcreateserial -noemail -nocert -text "
@@ -152,5 +155,6 @@ esac
 # crosses from the control container (a chroot in its own mount namespace) into the lab node's
 # namespace, where tests/nodelab/apiclient.py plays the API server.
 APICLIENT = r"""#!/bin/sh
-exec nsenter -t @HOLDER@ -m -- env -i PATH='@HOST_PATH@' '@PYTHON@' '@APICLIENT_PY@' --state '@STATE@' "$@"
+exec nsenter -t @HOLDER@ -m -- env -i PATH='@HOST_PATH@' ${NODELAB_APPLY_DELAY:+NODELAB_APPLY_DELAY=$NODELAB_APPLY_DELAY} \
+  '@PYTHON@' '@APICLIENT_PY@' --state '@STATE@' "$@"
 """

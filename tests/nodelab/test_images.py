@@ -185,6 +185,26 @@ def test_bottlerocket_api_refuses_what_bottlerocket_refuses(node_lab):
     assert lab.snapshot() == before
 
 
+def test_bottlerocket_applies_settings_after_set_has_returned(make_lab):
+    """As thar-be-settings does: `apiclient set` returns once the settings are committed; the
+    trust bundle and containerd's restart follow later, in no fixed order. The control
+    container cannot see either: the script says so (verification settings-readback)."""
+    lab = make_lab("bottlerocket")
+    bundle, pid = lab.read_file(lab.trust_bundle_path), lab.containerd_pid()
+    code, out = in_node(lab, f"NODELAB_APPLY_DELAY=2 apiclient set pki.probe.data={lab.ca_b64} pki.probe.trusted=true")
+    assert code == 0, out
+    assert lab.bottlerocket_settings()["pki"]["probe"] == {"data": lab.ca_b64, "trusted": True}
+    assert lab.read_file(lab.trust_bundle_path) == bundle, "applied before set returned"
+    assert lab.containerd_pid() == pid
+    assert lab.wait_bottlerocket_applied()
+    assert lab.read_file(lab.trust_bundle_path) != bundle
+    assert lab.containerd_pid() != pid
+
+    r = assert_success(lab.run_script(lab.script_env(SSM_CaBundle=lab.ca_b64)))
+    assert r["verification_level"] == "settings-readback"
+    assert any("the control container cannot observe that" in w for w in r["warnings"]), r["warnings"]
+
+
 def test_bottlerocket_rotation_replaces_the_bundle_and_restarts_containerd_once(make_lab):
     lab = make_lab("bottlerocket")
     first = assert_success(lab.run_script(lab.script_env()))

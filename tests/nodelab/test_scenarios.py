@@ -391,7 +391,8 @@ BOTTLEROCKET_REASONS = {
     "non-ca-certificate": None,
     "ca-plus-non-ca": None,
     "expired-ca": None,
-    "garbage-in-certificate-block": "was refused: Failed to change settings: Invalid x509 certificate",
+    # The pre-check's curl cannot load it (the registry hosts are set): rejected before the API.
+    "garbage-in-certificate-block": "bundle rejected before any change: its certificates cannot be loaded",
 }
 
 
@@ -492,14 +493,31 @@ def test_containerd_not_answering_fails_fast_and_changes_nothing(make_lab, node)
 @pytest.mark.parametrize("node", LINUX_NODES, ids=node_id)
 def test_canary_reports_failure_when_the_registry_is_signed_by_another_ca(make_lab, node):
     lab = make_lab(*node)
-    run = lab.run_script(lab.script_env(SSM_CaBundle=b64(lab.pki.other_ca_pem)))
+    # No registry hosts: no pre-check to reject the bundle first (test_verify_before_commit.py).
+    run = lab.run_script(lab.script_env(SSM_CaBundle=b64(lab.pki.other_ca_pem), SSM_RegistryHosts=""))
     r = assert_failure(run, 1, "canary pull failed")
-    assert r["verification_level"] == expected_level(lab)
+    assert r["precheck"] == "skipped: no registry hosts", r
+    assert r["verification_level"] == ("none" if expected_level(lab) == "tls-only" else expected_level(lab))
     assert r["canary"].startswith("failed: "), r["canary"]
     assert "x509" in r["canary"], r["canary"]
-    assert r["verification"][lab.registry_host].startswith("failed: "), r["verification"]
     assert r["restarted"] is True  # the new CA was trusted after containerd started
     assert_pull_fails_x509(lab, "with only the wrong CA trusted")
+
+
+@pytest.mark.parametrize("node", [("debian", "1.6"), ("al2023", "2")], ids=node_id)
+def test_a_canary_the_registry_refuses_after_a_verified_handshake_proves_the_ca_at_tls_only(make_lab, node):
+    """A canary image that does not exist (404; 401/403 alike: credentials needed) still proves
+    that containerd verified the registry's certificate: success at tls-only, saying why. An
+    x509 failure stays a failure (the test above)."""
+    lab = make_lab(*node)
+    eks_situation(lab)
+    missing = f"{lab.registry_host}/nodelab/hello:no-such-tag"
+    r = assert_success(lab.run_script(lab.script_env(SSM_CanaryImage=missing)))
+    assert r["verification_level"] == "tls-only"
+    assert r["canary"].startswith("tls-proven: the registry refused the pull after containerd verified"), r["canary"]
+    assert "not found" in r["canary"], r["canary"]
+    assert any("anonymously pullable canary image gives the strongest proof" in w for w in r["warnings"])
+    assert_pull_ok(lab, "after the remediation")
 
 
 # 11 ----------------------------------------------------------------------------------------

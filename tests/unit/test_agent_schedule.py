@@ -4,7 +4,7 @@ import pytest
 from eks_ca_remediator.decisions import (
     DENSE_RECHECK_SECONDS,
     DENSE_WINDOW_SECONDS,
-    GiveUp,
+    NoAgent,
     SendNow,
     WaitAgain,
     agent_recheck_delay,
@@ -17,7 +17,7 @@ def check_times(recheck: int, deadline: float) -> list[float]:
     times, now = [0.0], 0.0
     while True:
         decision = agent_wait_decision(None, "running", now, deadline, recheck, waited=now)
-        if isinstance(decision, GiveUp):
+        if isinstance(decision, NoAgent):  # the deadline: given up
             return times
         assert isinstance(decision, WaitAgain)
         now += decision.delay_seconds

@@ -6,8 +6,10 @@ import json
 
 import pytest
 from eks_ca_remediator.decisions import (
+    NO_AGENT_REASON,
     Disagreement,
     GiveUp,
+    NoAgent,
     SendNow,
     WaitAgain,
     agent_wait_decision,
@@ -104,12 +106,7 @@ def test_chunks_of_fifty():
         ("ConnectionLost", "running", 100.0, WaitAgain(15)),
         (None, "running", 100.0, WaitAgain(15)),
         (None, "running", 995.5, WaitAgain(5)),  # never waits past the deadline
-        (
-            None,
-            "running",
-            1000.0,
-            GiveUp("SSM agent not Online before the agent-wait deadline (last seen: not registered)"),
-        ),
+        (None, "running", 1000.0, NoAgent(NO_AGENT_REASON.format(seen="not registered"))),
         ("Online", "terminated", 100.0, GiveUp("instance is terminated while waiting for its SSM agent")),
         ("Online", "pending", 100.0, SendNow()),
     ],

@@ -3,7 +3,9 @@
 The statements are read from template.yaml and member-account.yaml as deployed (Fn::ForEach
 expanded for the enrolled clusters, intrinsics resolved) and evaluated like IAM's policy
 evaluation (tests/fakes/iam.py): action, resource ARN, condition keys with StringEquals
-semantics. For every provisioner of the one list (provisioners.py), a node of an enrolled cluster
+semantics. SendCommand is granted only to the send role of each enrolled cluster: a sending
+role's statements are those of the send roles it may assume, and each send role alone allows
+its own cluster's nodes only. For every provisioner of the one list (provisioners.py), a node of an enrolled cluster
 is allowed, a node of any other cluster is not, and IAM's verdict is the product's recognition.
 """
 
@@ -15,7 +17,14 @@ import pytest
 from eks_ca_remediator.decisions import enrolled_cluster
 from eks_ca_remediator.provisioners import NAME_IN_KEY_PREFIXES, PROVISIONERS, NameInKey, Provisioner
 
-from tests.fakes.iam import home_send_statements, member_send_statements, send_command_allowed
+from tests.fakes.iam import (
+    SENDING_FUNCTIONS,
+    home_deployment,
+    home_send_statements,
+    member_deployment,
+    member_send_statements,
+    send_command_allowed,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 HOME = "123456789012"
@@ -136,9 +145,69 @@ def test_the_member_template_renders_without_the_transform_for_service_managed_s
     rendered = render((ROOT / "member-account.yaml").read_text(), {"EnrolledClusters": ENROLLED})
     assert "Transform" not in rendered
     assert not [k for k in rendered["Resources"] if k.startswith("Fn::")]
-    for name, cluster in (("SendToNodesOfproda", "prod-a"), ("SendToNodesOfprodb", "prod_b")):
-        policy = rendered["Resources"][name]["Properties"]
-        assert policy["Roles"] == [{"Ref": "MemberRole"}]
-        assert policy["PolicyName"] == f"send-to-nodes-of-{cluster}"
-        keys = {k for s in policy["PolicyDocument"]["Statement"] for k in s["Condition"]["StringEquals"]}
-        assert keys == {f"ssm:resourceTag/{prefix}{cluster}" for prefix in NAME_IN_KEY_PREFIXES}
+    for name, cluster in (("proda", "prod-a"), ("prodb", "prod_b")):
+        role = rendered["Resources"][f"SendRole{name}"]["Properties"]
+        assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+            "AWS": {"Fn::GetAtt": ["MemberRole", "Arn"]}
+        }
+        keys = {
+            k
+            for s in role["Policies"][0]["PolicyDocument"]["Statement"]
+            for k in s.get("Condition", {}).get("StringEquals", {})
+        }
+        assert {f"ssm:resourceTag/{prefix}{cluster}" for prefix in NAME_IN_KEY_PREFIXES} <= keys
+        parameter = rendered["Resources"][f"SendRoleArnOf{name}"]["Properties"]
+        assert parameter["Value"] == {"Fn::GetAtt": [f"SendRole{name}", "Arn"]}  # plain CloudFormation
+
+
+# ---------------------------------------------------------------- the send roles, one by one
+HOME_DEPLOYMENT = home_deployment(ENROLLED, HOME, DOCUMENT)
+MEMBER_DEPLOYMENT = member_deployment(ENROLLED, MEMBER, DOCUMENT_ARN)
+SEND_ROLES = {
+    f"home {cluster}": (
+        HOME_DEPLOYMENT.send_roles()[f"/eks-ca-remediator/settings/send-roles/{cluster}"],
+        instance_arn(HOME),
+    )
+    for cluster in ENROLLED
+} | {
+    f"member {cluster}": (
+        MEMBER_DEPLOYMENT.send_roles()[f"/eks-ca-remediator-member/send-roles/{cluster}"],
+        instance_arn(MEMBER),
+    )
+    for cluster in ENROLLED
+}
+
+
+@pytest.mark.parametrize("where", sorted(SEND_ROLES))
+@pytest.mark.parametrize("provisioner", PROVISIONERS, ids=lambda p: p.key)
+def test_a_send_role_sends_to_its_own_clusters_nodes_only(where: str, provisioner: Provisioner):
+    """The product sends with the role of the node's cluster: that role alone must allow it, and
+    refuse every other cluster's node, enrolled or not, in every provisioner's tag style."""
+    role, instance = SEND_ROLES[where]
+    own = where.split()[1]
+    for cluster in ENROLLED + NOT_ENROLLED:
+        allowed = send_command_allowed(role.statements, DOCUMENT_ARN, instance, provisioner.tags_for(cluster))
+        assert allowed == (cluster == own), f"{role.logical_id} and a node of {cluster}"
+
+
+def test_only_the_sending_functions_may_assume_the_send_roles():
+    roles = sorted(r.logical_id for r in HOME_DEPLOYMENT.send_roles().values())
+    assert roles == ["SendRoleproda", "SendRoleprodb"]
+    functions = [n for n, r in HOME_DEPLOYMENT.resources.items() if r["Type"] == "AWS::Serverless::Function"]
+    for function in functions:
+        expected = roles if function in SENDING_FUNCTIONS else []
+        assert sorted(HOME_DEPLOYMENT.assumable(f"{function}Role")) == expected, function
+        assert HOME_DEPLOYMENT.role_statements(f"{function}Role", "ssm:SendCommand") == []  # only by a send role
+    assert MEMBER_DEPLOYMENT.assumable("MemberRole") == ["SendRoleproda", "SendRoleprodb"]
+    assert MEMBER_DEPLOYMENT.role_statements("MemberRole", "ssm:SendCommand") == []
+    assert MEMBER_DEPLOYMENT.assumable("ForwardRole") == []
+
+
+def test_no_other_role_of_the_templates_sends():
+    for deployment in (HOME_DEPLOYMENT, MEMBER_DEPLOYMENT):
+        senders = {
+            name
+            for name, resource in deployment.resources.items()
+            if resource["Type"] == "AWS::IAM::Role" and deployment.role_statements(name, "ssm:SendCommand")
+        }
+        assert senders == {"SendRoleproda", "SendRoleprodb"}

@@ -30,6 +30,7 @@ STAR_ONLY_ACTIONS = {
     "ssm:DescribeInstanceInformation",
     "ssm:ListCommands",
     "ssm:GetCommandInvocation",
+    "ssm:ListCommandInvocations",
 }
 SENDING_FUNCTIONS = {
     "OnLaunchFunction",
@@ -61,6 +62,11 @@ def statements() -> Iterator[tuple[str, dict[str, Any]]]:
             for statement in _listed(props["PolicyDocument"]["Statement"]):
                 for s in _unwrap_if(statement):
                     yield name, s
+        if resource["Type"] == "AWS::IAM::Role":
+            for policy in props.get("Policies", []):
+                for statement in _listed(policy["PolicyDocument"]["Statement"]):
+                    for s in _unwrap_if(statement):
+                        yield name, s
         if resource["Type"] == "AWS::Serverless::Function":
             for policy in props.get("Policies", []):
                 if isinstance(policy, dict) and "Statement" in policy:
@@ -84,35 +90,40 @@ def test_no_wildcard_actions_and_star_resources_only_for_reads_that_need_it():
 
 
 def test_send_command_only_for_our_document_and_nodes_tagged_with_an_enrolled_cluster():
-    """Who may send what to which nodes; what IAM then allows for each provisioner's tags is
-    evaluated in test_send_policy.py."""
+    """Who may send what to which nodes: only each enrolled cluster's send role, our document and
+    that cluster's tags; what IAM then allows for each provisioner's tags is evaluated in
+    test_send_policy.py."""
     sends = [(where, s) for where, s in statements() if "ssm:SendCommand" in _listed(s["Action"])]
-    per_cluster = {f"SendToNodesOf{c.replace('-', '').replace('_', '')}" for c in ENROLLED}
-    assert {where for where, _ in sends} == {"SendRemediationPolicy"} | per_cluster, "SendCommand granted elsewhere"
-    documents, value_keys, name_in_key = [], set(), {}
-    for where, statement in sends:
-        assert _listed(statement["Action"]) == ["ssm:SendCommand"]
-        [resource] = _listed(statement["Resource"])
-        arn = resource["Sub"]
-        if ":document/" in arn:
-            assert arn.endswith(":document/${RemediationDocument}")
-            assert "Condition" not in statement
-            documents.append(arn)
-            continue
-        assert arn.endswith(":instance/*")
-        [(key, wanted)] = statement["Condition"]["StringEquals"].items()
-        key = key.removeprefix("ssm:resourceTag/")
-        if where == "SendRemediationPolicy":
-            assert wanted == {"Ref": "EnrolledClusters"}
-            value_keys.add(key)
-        else:
-            name_in_key[key] = tuple(_listed(wanted))
-    assert len(documents) == 1
-    assert value_keys == set(NAME_TAG_KEYS)  # the one list (provisioners.py)
-    assert name_in_key == {prefix + c: values for prefix, values in NAME_IN_KEY_PREFIXES.items() for c in ENROLLED}
-    for name in per_cluster:  # on the roles of exactly the functions that send
-        roles = RESOURCES[name]["Properties"]["Roles"]
-        assert roles == [{"Ref": f"{f}Role"} for f in sorted(SENDING_FUNCTIONS, key=list(RESOURCES).index)]
+    roles = {f"SendRole{c.replace('-', '').replace('_', '')}": c for c in ENROLLED}
+    assert {where for where, _ in sends} == set(roles), "SendCommand granted elsewhere"
+    for role, cluster in roles.items():
+        documents, value_keys, name_in_key = [], {}, {}
+        for _, statement in (ws for ws in sends if ws[0] == role):
+            assert _listed(statement["Action"]) == ["ssm:SendCommand"]
+            [resource] = _listed(statement["Resource"])
+            arn = resource["Sub"]
+            if ":document/" in arn:
+                assert arn.endswith(":document/${RemediationDocument}")
+                assert "Condition" not in statement
+                documents.append(arn)
+                continue
+            assert arn.endswith(":instance/*")
+            [(key, wanted)] = statement["Condition"]["StringEquals"].items()
+            key = key.removeprefix("ssm:resourceTag/")
+            if key in NAME_TAG_KEYS:
+                value_keys[key] = wanted
+            else:
+                name_in_key[key] = tuple(_listed(wanted))
+        assert len(documents) == 1
+        assert value_keys == dict.fromkeys(NAME_TAG_KEYS, cluster)  # the one list (provisioners.py)
+        assert name_in_key == {prefix + cluster: values for prefix, values in NAME_IN_KEY_PREFIXES.items()}
+        # trusted by the roles of exactly the functions that send
+        [trust] = RESOURCES[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert trust["Action"] == "sts:AssumeRole"
+        assert set(trust) == {"Effect", "Principal", "Action"}
+        assert trust["Principal"] == {
+            "AWS": [{"GetAtt": f"{f}Role.Arn"} for f in sorted(SENDING_FUNCTIONS, key=list(RESOURCES).index)]
+        }
 
 
 def test_functions_that_send_attach_the_send_policy_and_records_are_scoped_to_our_table():

@@ -30,6 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 
 from eks_ca_remediator import __version__, status
 from eks_ca_remediator.adapters.clients import RETRY_CONFIG
+from eks_ca_remediator.adapters.ec2 import Ec2Reader
 from eks_ca_remediator.adapters.records import RecordStore
 from eks_ca_remediator.models import CLUSTER_NAME_RE, INSTANCE_ID_RE
 
@@ -141,8 +142,21 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def gone_nodes(ec2: Ec2Reader, attempts: Sequence[dict[str, Any]]) -> set[str]:
+    """The nodes of this account among the attempts that EC2 lists as shutting-down or terminated
+    (a member account's nodes, in central mode, are not visible with these credentials)."""
+    ours = [a["pk"] for a in attempts if not a.get("account")]
+    return {node for node, state in ec2.states(ours).items() if state in status.GONE_STATES}
+
+
 def cluster_statuses(
-    store: RecordStore, source: Source, clusters: Sequence[str], since: str, now: float, progress: Progress
+    store: RecordStore,
+    source: Source,
+    clusters: Sequence[str],
+    since: str,
+    now: float,
+    progress: Progress,
+    ec2: Ec2Reader | None = None,
 ) -> list[status.ClusterStatus]:
     summaries = []
     for cluster in clusters:
@@ -152,7 +166,8 @@ def cluster_statuses(
         if not attempts and breaker is None and cluster not in source.clusters:
             raise UsageError(f"unknown cluster {cluster!r}: no records of it in table {source.table}")
         leases, _ = store.leases(cluster)
-        summaries.append(status.summarize(cluster, attempts, breaker, leases, now))
+        gone = gone_nodes(ec2, attempts) if ec2 is not None and attempts else set()
+        summaries.append(status.summarize(cluster, attempts, breaker, leases, now, gone))
     return summaries
 
 
@@ -207,7 +222,8 @@ def run(args: argparse.Namespace, session: Any, out: TextIO, err: TextIO, now: f
         text = status.render_failed(attempts, _iso(now - seconds)[:16].replace("T", " ") + " UTC")
     else:
         since = _iso(now - args.since) if args.since else EARLIEST
-        summaries = cluster_statuses(store, source, clusters, since, now, progress)
+        ec2 = Ec2Reader(session.client("ec2", config=RETRY_CONFIG))
+        summaries = cluster_statuses(store, source, clusters, since, now, progress, ec2)
         payload = {"table": source.table, "clusters": [s.as_json() for s in summaries]}
         text = status.render_clusters(summaries, source.in_flight_limit)
     out.write(json.dumps(payload, indent=2, default=str) + "\n" if args.json else text)

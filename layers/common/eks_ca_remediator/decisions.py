@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from eks_ca_remediator.models import CLUSTER_NAME_RE, NodeResult, Status
+from eks_ca_remediator.models import CLUSTER_NAME_RE, NodeKind, NodeResult, Status
 from eks_ca_remediator.provisioners import NAME_IN_KEY_PREFIXES, NAME_TAG_KEYS
 
 T = TypeVar("T")
@@ -80,6 +80,63 @@ def enrolled_cluster(tags: Mapping[str, str], enrolled: Iterable[str]) -> str | 
     return cluster if isinstance(cluster, str) else None
 
 
+# ---------------------------------------------------------------- nodes our document never runs on
+
+# DescribeInstances `Operator.Principal` of the EC2 managed instances EKS Auto Mode launches (botocore
+# ec2 model, OperatorResponse: "If managed is true, then the principal is returned").
+EKS_AUTO_MODE_OPERATOR = "eks.amazonaws.com"
+WINDOWS_REASON = (
+    "Windows node: our document's only step runs on Linux (SSM would skip it), so nothing is sent. "
+    "containerd on Windows verifies a registry through the Windows certificate store on every pull "
+    "(Go crypto/x509 on Windows asks the OS), so import the CA into Cert:\\LocalMachine\\Root (userdata "
+    "or a later script): no containerd restart is needed. A hosts.toml `ca` does not help before "
+    "containerd 2.3 (it builds an empty pool on Windows). README: node kinds"
+)
+AUTO_MODE_REASON = (
+    "EKS Auto Mode node (EC2 managed instance, operator eks.amazonaws.com): Auto Mode refuses SSM "
+    "access, so nothing is sent. Put the CA in the NodeClass's spec.certificateBundles; nodes it "
+    "launches then trust it. README: node kinds"
+)
+NO_AGENT_REASON = (
+    "SSM agent not Online before the agent-wait deadline (last seen: {seen}); nothing was sent. "
+    "Likely causes: the node's instance profile lacks AmazonSSMManagedInstanceCore, or the node has "
+    "no route to the SSM endpoints (ssm, ssmmessages, ec2messages: VPC endpoints or a NAT). Fix "
+    "that, then invoke manually; a sweep retries once the agent is Online. README: node kinds"
+)
+# amazon-ssm-agent (agent/framework/runpluginutil/runpluginutil.go, getStepExecutionOperation) skips a
+# schema 2.2 step whose precondition is unmet with this message, as the step's Output; the step's
+# status is Skipped, its exit code 0, and the invocation ends Success.
+STEP_SKIPPED_PREFIX = "Step execution skipped due to"
+
+
+@dataclass(frozen=True)
+class NotRemediable:
+    kind: NodeKind
+    reason: str
+
+
+def node_not_remediable(
+    platform: str, platform_details: str, operator_managed: bool, operator_principal: str
+) -> NotRemediable | None:
+    """Whether the instance is a node our Linux document must never be sent to, from what
+    DescribeInstances says of it: Windows (`Platform` windows, or `PlatformDetails` naming Windows)
+    or an EKS Auto Mode node (`Operator` managed by eks.amazonaws.com). None: send as usual."""
+    if platform.lower() == "windows" or platform_details.lower().startswith("windows"):
+        return NotRemediable(NodeKind.WINDOWS, WINDOWS_REASON)
+    if operator_managed and operator_principal == EKS_AUTO_MODE_OPERATOR:
+        return NotRemediable(NodeKind.EKS_AUTO_MODE, AUTO_MODE_REASON)
+    return None
+
+
+def skipped_step(output: str) -> str | None:
+    """SSM's own words when it skipped our step (e.g. its precondition platformType Linux on a
+    Windows node), else None."""
+    for line in output.splitlines():
+        if line.strip().startswith(STEP_SKIPPED_PREFIX):
+            return line.strip()
+    return None
+
+
 @dataclass(frozen=True)
 class SendNow:
     pass
@@ -95,7 +152,14 @@ class GiveUp:
     reason: str
 
 
-AgentDecision = SendNow | WaitAgain | GiveUp
+@dataclass(frozen=True)
+class NoAgent:
+    """The agent never came Online by the deadline: not a failure of the remediation (NOT_REMEDIABLE)."""
+
+    reason: str
+
+
+AgentDecision = SendNow | WaitAgain | GiveUp | NoAgent
 
 
 # Agents of new EKS nodes typically come Online 20-60 s after `running`: re-check densely there
@@ -143,8 +207,7 @@ def agent_wait_decision(
         return SendNow()
     remaining = deadline - now
     if remaining <= 0:
-        seen = ping_status or "not registered"
-        return GiveUp(f"SSM agent not Online before the agent-wait deadline (last seen: {seen})")
+        return NoAgent(NO_AGENT_REASON.format(seen=ping_status or "not registered"))
     interval = recheck_seconds if waited is None else agent_recheck_delay(waited, recheck_seconds)
     return WaitAgain(delay_seconds=max(1, min(interval, int(remaining + 0.999), 900)))
 
@@ -181,6 +244,7 @@ class Outcome:
     status: Status
     reason: str
     result: NodeResult | None
+    node_kind: NodeKind | None = None  # set when SSM did not run our script on the node
 
 
 def parse_node_result(stdout: str) -> NodeResult | None:
@@ -201,6 +265,9 @@ def outcome_of(ssm_status: str, status_details: str, stdout: str, dry_run: bool)
     status = record_status_for(status_details if status_details in _SSM_STATUS else ssm_status)
     result = parse_node_result(stdout)
     if result is None:
+        skipped = skipped_step(stdout) if status is Status.SUCCEEDED else None
+        if skipped:  # SSM did not run our script: nothing of ours failed (never a breaker failure)
+            return Outcome(Status.NOT_REMEDIABLE, f"SSM skipped our step: {skipped}", None, NodeKind.STEP_SKIPPED)
         if status is Status.SUCCEEDED:
             return Outcome(Status.FAILED, "node output has no parsable result line", None)
         return Outcome(status, f"SSM status {status_details or ssm_status}; node output has no result line", None)

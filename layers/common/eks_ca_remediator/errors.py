@@ -33,6 +33,15 @@ class AttemptNotFound(RemediatorError):
     """A status event names a command this product has not recorded (yet)."""
 
 
+class InvocationUnreadable(RemediatorError):
+    """SSM did not answer GetCommandInvocation (throttled, server error, access denied, plugin name
+    refused): the invocation's result is unknown for now. `code` is SSM's error code."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class RecordConflict(RemediatorError):
     """A conditional write lost a race; the caller decides what that means."""
 

@@ -34,6 +34,16 @@ class Trigger(StrEnum):
     SWEEP = "sweep"
 
 
+class NodeKind(StrEnum):
+    """Nodes our Linux document is never run on (recorded NOT_REMEDIABLE with `node_kind`; README:
+    node kinds). A skipped step is a command SSM accepted but whose Linux step it did not run."""
+
+    WINDOWS = "windows"
+    EKS_AUTO_MODE = "eks-auto-mode"
+    NO_SSM_AGENT = "no-ssm-agent"
+    STEP_SKIPPED = "step-skipped"
+
+
 class Status(StrEnum):
     PENDING_AGENT = "PENDING_AGENT"
     SENT = "SENT"
@@ -176,7 +186,8 @@ class NodeResult(BaseModel):
     # (containerd 2.x ctr, Transfer service), TLS against the trust store only, Bottlerocket's
     # settings read back through its API, or none. Older scripts did not report it: "".
     verification_level: Literal["cri-pull", "daemon-pull", "tls-only", "settings-readback", "none", ""] = ""
-    # ok | failed: ... | unavailable: ... (no honest daemon-side pull on that node) | skipped
+    # ok | failed: ... | unavailable: ... (no honest daemon-side pull on that node) | skipped |
+    # tls-proven: ... (the registry refused the pull after containerd verified its certificate)
     canary: str = "skipped"
     containerd_version: str = ""
     registry_config_path: str = ""

@@ -15,6 +15,16 @@ result is overdue, and the reconciler asks SSM for the truth instead.
 - PENDING_AGENT: its agent-wait re-checks end by the agent-wait deadline (every re-check delay is
   capped by the time left); RECHECK_MARGIN_SECONDS after it, the re-check is taken as lost (its
   message dead-lettered) and one is queued again, at most MAX_REQUEUES times.
+
+No single attempt or account stops a pass. When SSM does not answer GetCommandInvocation for an
+attempt (after_read_error: InternalServerError, InvalidPluginName, InvalidInstanceId on a live
+instance, AccessDenied, throttling - botocore's SSM model and the API reference list its errors),
+its `reconcile_at` moves forward with a capped backoff (retry_at) and the pass goes on; after
+MAX_READ_ERRORS such answers (throttling is not counted: it says nothing about the attempt) it is
+recorded TIMED_OUT with a reason starting "could not be reconciled", status details UNRECONCILED
+(not the node's fault: the breaker ignores it). Never SUCCEEDED: the node's result is unknown. A
+member account whose role cannot be assumed has its attempts' `reconcile_at` moved forward the
+same way (they stay open, never given up: the role can be fixed).
 """
 
 from __future__ import annotations
@@ -33,6 +43,15 @@ MAX_REQUEUES = 3
 GONE_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 # SSM invocation statuses that are not final yet (Cancelling ends as Cancelled).
 RUNNING = frozenset({"Pending", "InProgress", "Delayed", "Cancelling"})
+# An attempt SSM does not answer for: retried after RETRY_BASE_SECONDS, doubling, at most
+# RETRY_CAP_SECONDS apart; recorded TIMED_OUT ("could not be reconciled") at the MAX_READ_ERRORS-th.
+RETRY_BASE_SECONDS = 300
+RETRY_CAP_SECONDS = 3600
+MAX_READ_ERRORS = 5
+# A terminal status event that came before SSM had the node's output: the reconciler looks after this.
+OUTPUT_WAIT_SECONDS = 60
+UNRECONCILED = "Unreconciled"  # ssm_status_details of an attempt the reconciler gave up on
+THROTTLED = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"})
 
 
 def result_due(sent_at: float, delivery_timeout: int) -> float:
@@ -78,3 +97,53 @@ def without_result(
             "",
         )
     return None
+
+
+def retry_at(now: float, failures: int) -> float:
+    """When to look again at an attempt after its `failures`-th failed look (1, 2, ...)."""
+    return now + min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, failures - 1))
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Look at the attempt again at `at`; `failures` counted so far (kept on the record)."""
+
+    at: float
+    failures: int
+    reason: str
+
+
+def after_read_error(
+    command_id: str, code: str, message: str, failures: int, instance_state: str | None, now: float
+) -> Verdict | Retry:
+    """SSM answered GetCommandInvocation for an overdue attempt with error `code` (`failures`: such
+    answers before this one). The node is gone (absent from EC2, or in GONE_STATES): FAILED, as
+    without_result says. Else retry with backoff; the MAX_READ_ERRORS-th counted error gives up:
+    TIMED_OUT "could not be reconciled". Throttling is retried without being counted."""
+    if instance_state is None or instance_state in GONE_STATES:
+        verdict = without_result(command_id, None, instance_state, 0)
+        assert verdict is not None
+        return verdict
+    said = message or f"GetCommandInvocation failed: {code}"
+    if code in THROTTLED:
+        return Retry(now + RETRY_BASE_SECONDS, failures, said)
+    failures += 1
+    if failures >= MAX_READ_ERRORS:
+        return Verdict(
+            Status.TIMED_OUT,
+            f"could not be reconciled: SSM did not give the result of command {command_id} "
+            f"{failures} times (the last: {said}); the node's result is unknown",
+            UNRECONCILED,
+        )
+    return Retry(retry_at(now, failures), failures, said)
+
+
+def output_pending(status: str | None, details: str, stdout: str, stderr: str) -> bool:
+    """Whether GetCommandInvocation, asked after a terminal status event, does not have the
+    invocation's output yet: it does not know the invocation (`status` None), still reports it
+    running, or reports a run of the script (StatusDetails Success or Failed) with no output at
+    all - our script prints its result line on every run. An invocation that ended without running
+    it (Undeliverable, Terminated, DeliveryTimedOut, Cancelled, TimedOut) has nothing to wait for."""
+    if not status or status in RUNNING:
+        return True
+    return details in ("Success", "Failed") and not stdout.strip() and not stderr.strip()

@@ -78,6 +78,8 @@ class Settings(BaseModel):
     # the ARN of our document there (it is shared with them). Empty role = single account.
     member_role_name: Annotated[str, Field(default="", alias="MEMBER_ROLE_NAME")]
     document_arn: Annotated[str, Field(default="", alias="DOCUMENT_ARN")]
+    # Where the stack keeps its long settings and its clusters' send-role ARNs (template.yaml).
+    settings_path: Annotated[str, Field(default="", alias="SETTINGS_PATH")]
 
     _split_lists = field_validator("enrolled_clusters", "registry_hosts", mode="before")(_split)
 
@@ -145,6 +147,17 @@ class Settings(BaseModel):
         if not self.central or match is None:
             raise ConfigurationError(f"account {account}: this deployment is not central (MEMBER_ROLE_NAME is empty)")
         return f"arn:{match['partition']}:iam::{account}:role/{self.member_role_name}"
+
+    @property
+    def send_roles_path(self) -> str:
+        """Where this stack's parameters hold each enrolled cluster's send-role ARN (<path><cluster>);
+        "" without SETTINGS_PATH (tests, local runs: the functions' own client sends)."""
+        return f"{self.settings_path.rstrip('/')}/send-roles/" if self.settings_path else ""
+
+    @property
+    def member_send_roles_path(self) -> str:
+        """The same in a member account (member-account.yaml, named after its role)."""
+        return f"/{self.member_role_name}/send-roles/"
 
     def is_member(self, account: str | None) -> bool:
         """Whether `account` is a member account this central deployment acts in (not its own)."""

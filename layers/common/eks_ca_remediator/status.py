@@ -8,6 +8,10 @@ A node's state is read from its attempts in the records table, newest first:
 - skipped: its newest attempt was SKIPPED, NOT_REMEDIABLE or a DRY_RUN, and no success holds the
   current bundle;
 - drifted: its last success sent another bundle.
+A node EC2 lists as shutting-down or terminated (a scale-in after its remediation: its records stay
+until their TTL) is not one of the cluster's nodes and is not counted.
+Nodes our document is never run on (newest attempt NOT_REMEDIABLE with a `node_kind`: Windows, EKS
+Auto Mode, no SSM agent, a step SSM skipped) are skipped, and counted apart by kind.
 The cluster's current bundle is the one its newest attempt sent (the remediator reads the bundle
 source on every trigger, so the newest attempt carries what the source holds).
 """
@@ -16,19 +20,27 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from eks_ca_remediator.models import Status, Trigger
+from eks_ca_remediator.models import NodeKind, Status, Trigger
 from eks_ca_remediator.safety import Breaker, live_leases
 
 STATES = ("current", "drifted", "in_flight", "failed", "waiting", "skipped")
 FAILED = frozenset({Status.FAILED.value, Status.TIMED_OUT.value})
 IN_FLIGHT = frozenset({Status.SENT.value, Status.IN_PROGRESS.value})
 SKIPPED = frozenset({Status.SKIPPED.value, Status.NOT_REMEDIABLE.value, Status.DRY_RUN.value})
+KINDS = tuple(NodeKind)
+KIND_HEADERS = {
+    NodeKind.WINDOWS: "WINDOWS",
+    NodeKind.EKS_AUTO_MODE: "AUTO MODE",
+    NodeKind.NO_SSM_AGENT: "NO SSM AGENT",
+    NodeKind.STEP_SKIPPED: "STEP SKIPPED",
+}
 SINCE_RE = re.compile(r"^([1-9][0-9]{0,5})([mhd])$")
 UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+GONE_STATES = frozenset({"shutting-down", "terminated"})  # EC2 instance states of nodes that are gone
 
 
 def parse_since(text: str) -> int:
@@ -75,6 +87,8 @@ class ClusterStatus:
     leases: int = 0
     last_sweep: Sweep | None = None
     last_attempt_at: str = ""
+    # nodes our document is never run on, by kind (their newest attempt: NOT_REMEDIABLE, node_kind)
+    kinds: dict[str, int] = field(default_factory=lambda: dict.fromkeys((k.value for k in KINDS), 0))
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,8 +121,10 @@ def summarize(
     breaker_item: Mapping[str, Any] | None,
     leases: Mapping[str, float],
     now: float,
+    gone: Collection[str] = frozenset(),
 ) -> ClusterStatus:
-    """A cluster's status from its attempts (any order), its BREAKER item and its in-flight leases."""
+    """A cluster's status from its attempts (any order), its BREAKER item and its in-flight leases;
+    the nodes in `gone` (shutting down or terminated) are not counted."""
     summary = ClusterStatus(cluster)
     breaker = Breaker.from_item(cluster, breaker_item)
     summary.consecutive_failures = breaker.failures
@@ -121,9 +137,14 @@ def summarize(
     summary.fingerprint = str(newest.get("fingerprint", ""))
     summary.ca_not_after = str(newest.get("ca_not_after", ""))
     summary.last_attempt_at = newest["created_at"]
-    for history in _by_node(attempts).values():
+    for node, history in _by_node(attempts).items():
+        if node in gone:
+            continue
         summary.states[node_state(history, summary.fingerprint)] += 1
         summary.nodes += 1
+        kind = history[0].get("node_kind")
+        if history[0]["status"] == Status.NOT_REMEDIABLE.value and kind in summary.kinds:
+            summary.kinds[kind] += 1
     summary.last_sweep = last_sweep(attempts)
     return summary
 
@@ -157,7 +178,8 @@ def _sweep_cells(sweep: Sweep | None) -> list[Any]:
 
 
 def render_clusters(clusters: Sequence[ClusterStatus], in_flight_limit: str = "") -> str:
-    """Three tables of at most 80 columns: nodes by state; bundle and safety; the last sweep."""
+    """Tables of at most 80 columns: nodes by state; bundle and safety; the last sweep; and, when
+    any, the nodes our document never runs on, by kind."""
     states = table(
         ["CLUSTER", "NODES", "CURRENT", "DRIFTED", "IN FLIGHT", "FAILED", "WAITING", "SKIPPED"],
         [[c.cluster, c.nodes, *(c.states[s] for s in STATES)] for c in clusters],
@@ -184,7 +206,17 @@ def render_clusters(clusters: Sequence[ClusterStatus], in_flight_limit: str = ""
         [[c.cluster, *_sweep_cells(c.last_sweep)] for c in clusters],
         right=[2, 3, 4],
     )
-    return "\n".join([*states, "", *safety, "", *sweeps]) + "\n"
+    tables = [*states, "", *safety, "", *sweeps]
+    if any(any(c.kinds.values()) for c in clusters):  # nodes our document is never run on, by kind
+        tables += [
+            "",
+            *table(
+                ["CLUSTER", *(KIND_HEADERS[k] for k in KINDS)],
+                [[c.cluster, *(c.kinds[k.value] for k in KINDS)] for c in clusters],
+                right=range(1, len(KINDS) + 1),
+            ),
+        ]
+    return "\n".join(tables) + "\n"
 
 
 def _result_text(attempt: Mapping[str, Any]) -> str:

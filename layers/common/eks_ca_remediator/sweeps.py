@@ -22,7 +22,7 @@ from urllib.parse import unquote_plus
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from eks_ca_remediator.errors import InvalidRequest
-from eks_ca_remediator.models import ClusterName, Status, Trigger
+from eks_ca_remediator.models import ClusterName, NodeKind, Status, Trigger
 from eks_ca_remediator.safety import COOLDOWN_AFTER, cooling_down
 from eks_ca_remediator.sources import BundleSource, SourceChange, SourceKind, clusters_using
 
@@ -134,6 +134,13 @@ class NodeState(StrEnum):
     IN_FLIGHT_STALE = "in_flight_stale"  # a live attempt is sending another bundle: re-check later
     DONE = "done"  # this sweep already tried the node and that attempt is over
     COOLING = "cooldown"  # drifted, but its last result is within the instance cooldown: a later pass
+    NOT_REMEDIABLE = "not_remediable"  # Windows or EKS Auto Mode: our document is never sent to it
+    NO_AGENT = "no_ssm_agent"  # its agent never came Online: started again only once it is Online
+
+
+# The node kinds a sweep leaves alone (what a later pass would find again); a node whose agent never
+# came Online is left alone until its agent is Online (Sweeper.run asks SSM).
+NEVER_SENT = frozenset({NodeKind.WINDOWS.value, NodeKind.EKS_AUTO_MODE.value, NodeKind.STEP_SKIPPED.value})
 
 
 def _epoch(iso_time: str) -> float:
@@ -160,6 +167,11 @@ def node_state(
     if live:
         same = all(a.get("fingerprint") == fingerprint for a in live)
         return NodeState.IN_FLIGHT if same else NodeState.IN_FLIGHT_STALE
+    newest = history[0] if history else {}
+    if newest.get("status") == Status.NOT_REMEDIABLE.value and newest.get("node_kind") in NEVER_SENT:
+        return NodeState.NOT_REMEDIABLE
+    if newest.get("status") == Status.NOT_REMEDIABLE.value and newest.get("node_kind") == NodeKind.NO_SSM_AGENT:
+        return NodeState.NO_AGENT
     succeeded = _last_success(history)
     if succeeded is not None and succeeded.get("fingerprint") == fingerprint:
         return NodeState.CURRENT

@@ -22,6 +22,9 @@ REMEDIATIONS_TIMED_OUT = "RemediationsTimedOut"
 REMEDIATIONS_SKIPPED = "RemediationsSkipped"  # another remediation held the node
 REMEDIATIONS_DRY_RUN = "RemediationsDryRun"
 REMEDIATIONS_NOT_REMEDIABLE = "RemediationsNotRemediable"
+# Nodes whose SSM agent was not Online by the agent-wait deadline (recorded NOT_REMEDIABLE, node_kind
+# no-ssm-agent): an instance profile without AmazonSSMManagedInstanceCore, or no route to SSM.
+NODES_WITHOUT_SSM_AGENT = "NodesWithoutSsmAgent"
 REMEDIATIONS_DEDUPLICATED = "RemediationsDeduplicated"  # a redelivered trigger found its attempt already there
 AGENT_WAIT_SECONDS = "AgentWaitSeconds"  # attempt created -> SendCommand (0 when the agent was Online)
 TIME_TO_SUCCEEDED_SECONDS = "TimeToSucceededSeconds"  # trigger time (record created_at) -> SUCCEEDED
@@ -33,6 +36,10 @@ CA_EXPIRING_SOON = "CaExpiringSoon"
 # each is a status event or re-check that never arrived. Alarm: non-zero every hour for a day.
 ATTEMPTS_RECONCILED = "AttemptsReconciled"
 RECONCILE_THROTTLED = "ReconcileThrottled"  # GetCommandInvocation throttled past retries (next pass)
+# Overdue attempts SSM did not answer for (GetCommandInvocation error): looked at again with backoff.
+RECONCILE_RETRYING = "ReconcileRetrying"
+# Member accounts whose role the reconciler could not assume in a pass (their attempts wait).
+RECONCILE_ACCOUNTS_UNREACHABLE = "ReconcileAccountsUnreachable"
 
 STATUS_METRICS = {
     "SUCCEEDED": REMEDIATIONS_SUCCEEDED,

@@ -18,7 +18,7 @@ from eks_ca_remediator.adapters import ca_sources, clients
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
 from eks_ca_remediator.adapters.queue import AgentWaitQueue, DelayQueue
 from eks_ca_remediator.adapters.records import RecordStore
-from eks_ca_remediator.adapters.ssm import RunCommand
+from eks_ca_remediator.adapters.ssm import RunCommand, SendRoles
 from eks_ca_remediator.errors import ConfigurationError
 from eks_ca_remediator.logic.remediation import Remediator
 from eks_ca_remediator.settings import get_settings
@@ -42,7 +42,12 @@ def remediator(account: str | None = None) -> Remediator:
         member = member_session(settings.member_role_arn(account), account)
         acting_there = replace(  # our records, queue and clock; their EC2 and SSM
             home_remediator(),
-            run_command=RunCommand(member.ssm, settings.document_arn, settings.document_step),
+            run_command=RunCommand(
+                member.ssm,
+                settings.document_arn,
+                settings.document_step,
+                SendRoles(member.ssm, member.sts, settings.member_send_roles_path),
+            ),
             ec2=Ec2Reader(member.ec2),
             account=account,
         )
@@ -60,7 +65,14 @@ def home_remediator() -> Remediator:
     return Remediator(
         settings=settings,
         records=RecordStore(clients.resource("dynamodb").Table(settings.records_table)),
-        run_command=RunCommand(clients.client("ssm"), settings.document_name, settings.document_step),
+        run_command=RunCommand(
+            clients.client("ssm"),
+            settings.document_name,
+            settings.document_step,
+            SendRoles(clients.client("ssm"), clients.client("sts"), settings.send_roles_path)
+            if settings.send_roles_path
+            else None,
+        ),
         ec2=Ec2Reader(clients.client("ec2")),
         queue=AgentWaitQueue(clients.client("sqs"), settings.agent_wait_queue_url)
         if settings.agent_wait_queue_url

@@ -42,6 +42,7 @@ class MemberSession:
     ec2: Any
     ssm: Any
     expires_at: float  # epoch seconds
+    sts: Any = None  # assumes the member's send roles (member-account.yaml SendRole<cluster>)
 
 
 def assume_member(role_arn: str, account: str) -> MemberSession:
@@ -63,7 +64,22 @@ def assume_member(role_arn: str, account: str) -> MemberSession:
         ec2=session.client("ec2", config=RETRY_CONFIG),
         ssm=session.client("ssm", config=RETRY_CONFIG),
         expires_at=credentials["Expiration"].timestamp(),
+        sts=session.client("sts", config=RETRY_CONFIG),
     )
+
+
+def assumed_ssm(sts: Any, role_arn: str) -> tuple[Any, float]:
+    """An SSM client acting as `role_arn` (assumed with the `sts` client's credentials), and when its
+    credentials expire (epoch seconds). ClientErrors propagate."""
+    credentials = sts.assume_role(
+        RoleArn=role_arn, RoleSessionName=ROLE_SESSION_NAME, DurationSeconds=ROLE_SESSION_SECONDS
+    )["Credentials"]
+    session = boto3.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+    return session.client("ssm", config=RETRY_CONFIG), credentials["Expiration"].timestamp()
 
 
 def reset() -> None:

@@ -19,14 +19,27 @@ class Instance:
     state: str
     tags: dict[str, str] = field(default_factory=dict)
     private_dns_name: str = ""
+    # DescribeInstances (botocore ec2 model, shape Instance): `Platform` is "windows" for Windows
+    # instances and absent otherwise; `PlatformDetails` the AMI billing platform ("Windows",
+    # "Linux/UNIX", ...); `Operator` (OperatorResponse: Managed, Principal) the service provider
+    # that manages the instance - eks.amazonaws.com for EKS Auto Mode nodes.
+    platform: str = ""
+    platform_details: str = ""
+    operator_managed: bool = False
+    operator_principal: str = ""
 
 
 def _instance(raw: dict[str, Any]) -> Instance:
+    operator = raw.get("Operator") or {}
     return Instance(
         instance_id=raw["InstanceId"],
         state=raw["State"]["Name"],
         tags={t["Key"]: t["Value"] for t in raw.get("Tags", [])},
         private_dns_name=raw.get("PrivateDnsName", ""),
+        platform=raw.get("Platform", ""),
+        platform_details=raw.get("PlatformDetails", ""),
+        operator_managed=bool(operator.get("Managed", False)),
+        operator_principal=operator.get("Principal", ""),
     )
 
 
@@ -65,6 +78,16 @@ class Ec2Reader:
                     except ClientError as inner:
                         if inner.response["Error"]["Code"] != "InvalidInstanceID.NotFound":
                             raise
+        return found
+
+    def states(self, instance_ids: Sequence[str]) -> dict[str, str]:
+        """EC2 state of each instance EC2 still lists (filter instance-id, DESCRIBE_BATCH ids per
+        call: unknown ids are simply absent, no error)."""
+        found: dict[str, str] = {}
+        for batch in chunks(list(dict.fromkeys(instance_ids)), DESCRIBE_BATCH):
+            found.update(
+                (i.instance_id, i.state) for i in self._describe(Filters=[{"Name": "instance-id", "Values": batch}])
+            )
         return found
 
     def cached_instances(self, instance_ids: Sequence[str]) -> dict[str, Instance]:

@@ -147,7 +147,7 @@ class RecordStore:
         """Every attempt of an instance, newest first, with only what a sweep decides on."""
         return self._query_all(
             KeyConditionExpression=Key("pk").eq(instance_id) & Key("sk").begins_with(ATTEMPT_PREFIX),
-            ProjectionExpression="sk, #s, fingerprint, #t, trigger_key, updated_at",
+            ProjectionExpression="sk, #s, fingerprint, #t, trigger_key, updated_at, node_kind",
             ExpressionAttributeNames={"#s": "status", "#t": "trigger"},
             ScanIndexForward=False,
         )

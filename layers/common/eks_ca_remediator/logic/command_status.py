@@ -7,16 +7,19 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from eks_ca_remediator import telemetry
+from eks_ca_remediator.adapters.records import RECONCILE_AT
 from eks_ca_remediator.adapters.ssm import Invocation
 from eks_ca_remediator.decisions import Outcome, outcome_of, record_status_for, tail
 from eks_ca_remediator.errors import AttemptNotFound
 from eks_ca_remediator.logic.remediation import Remediator, iso
 from eks_ca_remediator.models import CommandInvocationStatusChange, Status
+from eks_ca_remediator.reconcile import OUTPUT_WAIT_SECONDS, UNRECONCILED, output_pending
 from eks_ca_remediator.safety import COOLDOWN_AFTER, breaker_effect
 
 logger = Logger(child=True)
 OPEN = (Status.PENDING_AGENT, Status.SENT, Status.IN_PROGRESS)
-NOT_THE_NODES_FAULT = frozenset({"Terminated", "Undeliverable", "DeliveryTimedOut"})
+# (UNRECONCILED: the reconciler could not get the result from SSM - says nothing of the node)
+NOT_THE_NODES_FAULT = frozenset({"Terminated", "Undeliverable", "DeliveryTimedOut", UNRECONCILED})
 
 
 def _count_for_breaker(record: dict[str, Any], status: Status, now: float, remediator: Remediator) -> None:
@@ -66,6 +69,10 @@ def on_command_status(event: CommandInvocationStatusChange, remediator: Remediat
         invocation = remediator.run_command.invocation(detail.command_id, detail.instance_id)
     except AttemptNotFound:
         invocation = None
+    if invocation is None or output_pending(
+        invocation.status, invocation.status_details, invocation.stdout, invocation.stderr
+    ):
+        return _await_output(attempt, detail.status, remediator, now)
     updated = record_result(attempt, detail.status, invocation, remediator, closed_by="status-event")
     if updated is None:
         logger.info("duplicate terminal status event", command_id=detail.command_id, instance_id=detail.instance_id)
@@ -77,6 +84,26 @@ def on_command_status(event: CommandInvocationStatusChange, remediator: Remediat
         status=updated["status"],
     )
     return {"action": "recorded", "record": updated}
+
+
+def _await_output(attempt: dict[str, Any], status: str, remediator: Remediator, now: float) -> dict[str, Any]:
+    """A terminal status event before SSM has the invocation's output: nothing is recorded from
+    it; the attempt stays open and the reconciler asks SSM again from OUTPUT_WAIT_SECONDS on."""
+    updated = remediator.records.update_attempt(
+        attempt["pk"],
+        attempt["sk"],
+        {RECONCILE_AT: now + OUTPUT_WAIT_SECONDS, "updated_at": iso(now)},
+        only_if_status_in=OPEN,
+    )
+    if updated is None:
+        return {"action": "duplicate", "status": attempt["status"]}
+    logger.info(
+        "status event before SSM has the output: left to the reconciler",
+        instance_id=attempt["pk"],
+        command_id=attempt.get("command_id"),
+        event_status=status,
+    )
+    return {"action": "deferred", "status": status}
 
 
 def record_result(
@@ -97,7 +124,7 @@ def record_result(
     The node's claim and lease are let go either way (Remediator.let_go frees only what this
     attempt still holds), so a first handling that died half-way is completed by the second."""
     now = remediator.clock()
-    stdout = invocation.stdout if invocation else ""
+    stdout = (invocation.stdout or invocation.step_output) if invocation else ""
     stderr = invocation.stderr if invocation else ""
     if details is None:
         details = invocation.status_details if invocation else ""
@@ -115,7 +142,7 @@ def record_result(
         "completed_at": iso(now),
         "updated_at": iso(now),
         "closed_by": closed_by,
-    }
+    } | ({"node_kind": outcome.node_kind.value} if outcome.node_kind else {})
     updated = remediator.records.update_attempt(attempt["pk"], attempt["sk"], fields, only_if_status_in=OPEN)
     cools = updated is not None and outcome.status in COOLDOWN_AFTER  # the node's cooldown starts now
     remediator.let_go(attempt, finished_at=now if cools else None)

@@ -42,5 +42,6 @@ def on_launch(event: InstanceStateChange, remediator: Remediator) -> dict[str, A
         plan,
         trigger_key=event.id,
         created_at=event.time.timestamp(),
+        instances={instance_id: instance},  # Windows / EKS Auto Mode: recorded, never sent to
     )
     return {"action": "remediating", "records": records}

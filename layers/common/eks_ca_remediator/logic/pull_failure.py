@@ -71,6 +71,7 @@ class _Findings:
     clusters: dict[str, str] = field(default_factory=dict)
     skipped: Counter[str] = field(default_factory=Counter)
     disagreeing: dict[str, Disagreement] = field(default_factory=dict)  # tags name two clusters
+    instances: dict[str, Instance] = field(default_factory=dict)  # what EC2 said of each node taken
 
 
 def _resolve(lines: list[PullFailureLine], remediator: Remediator) -> dict[NodeRef, list[Instance]]:
@@ -96,6 +97,7 @@ def _take(instance: Instance, failure: PullFailure, enrolled: tuple[str, ...], f
     if instance.state not in LIVE_STATES:
         return f"instance {instance.state}"
     findings.clusters[instance.instance_id] = cluster
+    findings.instances[instance.instance_id] = instance
     findings.nodes.setdefault(instance.instance_id, NodeFailures()).add(failure)
     return None
 
@@ -150,7 +152,7 @@ def _act(findings: _Findings, remediator: Remediator) -> list[dict[str, Any]]:
             plan = base.model_copy(
                 update={"strategy": strategy, "registry_hosts": hosts or base.registry_hosts, "reason": why}
             )
-            records += remediator.start(todo, plan, trigger_key=key, created_at=window)
+            records += remediator.start(todo, plan, trigger_key=key, created_at=window, instances=findings.instances)
             _handled.add(todo, key, window)
     for (cluster, key, reason), (failure, targets) in notes.items():
         if todo := _handled.unhandled(targets, key, window):

@@ -11,7 +11,7 @@ recheck()   a queued node whose agent may be Online by now: send, wait again, or
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,22 +20,25 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from eks_ca_remediator import __version__, telemetry
-from eks_ca_remediator.adapters.ec2 import Ec2Reader
+from eks_ca_remediator.adapters.ec2 import Ec2Reader, Instance
 from eks_ca_remediator.adapters.queue import AgentWaitQueue
 from eks_ca_remediator.adapters.records import OPEN, OPEN_MARK, RECONCILE_AT, Claim, RecordStore, attempt_sk
 from eks_ca_remediator.adapters.ssm import BOTTLEROCKET, RunCommand
 from eks_ca_remediator.decisions import (
     Disagreement,
     GiveUp,
+    NoAgent,
+    NotRemediable,
     SendNow,
     agent_recheck_delay,
     agent_wait_decision,
     chunks,
     node_cluster,
+    node_not_remediable,
 )
 from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError, SendDenied
 from eks_ca_remediator.logic.plans import plan_for_attempt
-from eks_ca_remediator.models import AgentWaitMessage, Plan, Status, Strategy, Target
+from eks_ca_remediator.models import AgentWaitMessage, NodeKind, Plan, Status, Strategy, Target
 from eks_ca_remediator.reconcile import recheck_due, result_due
 from eks_ca_remediator.safety import (
     Breaker,
@@ -83,15 +86,52 @@ class Remediator:
 
     # ------------------------------------------------------------------ start
 
-    def start(self, targets: Sequence[Target], plan: Plan, trigger_key: str, created_at: float) -> list[dict[str, Any]]:
-        """Create (or find, on redelivery) one attempt per target and move each one forward."""
+    def start(
+        self,
+        targets: Sequence[Target],
+        plan: Plan,
+        trigger_key: str,
+        created_at: float,
+        instances: Mapping[str, Instance] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Create (or find, on redelivery) one attempt per target and move each one forward.
+
+        Windows and EKS Auto Mode nodes are recorded NOT_REMEDIABLE at once, never sent to: what
+        EC2 says of each node is `instances` (the caller's read of this trigger) or read here."""
         foreign = sorted({t.cluster for t in targets} - {plan.cluster})
         if foreign:
             raise ValueError(f"a plan for cluster {plan.cluster} cannot be sent to nodes of {foreign}")
+        targets, unremediable = self._not_remediable(targets, instances)
+        notes = [
+            note
+            for target, why in unremediable
+            for note in self.note([target], plan, trigger_key, created_at, Status.NOT_REMEDIABLE, why.reason, why.kind)
+        ]
+        if not targets:
+            return notes
         attempts, fresh, new = self._create_attempts(targets, plan, trigger_key, created_at, self.clock())
         if fresh:
             self._move_forward(fresh, new, plan)
-        return [self.records.get_attempt(a["pk"], a["sk"]) or a for a in attempts]
+        return [self.records.get_attempt(a["pk"], a["sk"]) or a for a in attempts] + notes
+
+    def _not_remediable(
+        self, targets: Sequence[Target], instances: Mapping[str, Instance] | None
+    ) -> tuple[list[Target], list[tuple[Target, NotRemediable]]]:
+        """(the targets to remediate, those our document must never be sent to and why)."""
+        known = instances if instances is not None else self.ec2.instances([t.instance_id for t in targets])
+        keep: list[Target] = []
+        never: list[tuple[Target, NotRemediable]] = []
+        for target in targets:
+            node = known.get(target.instance_id)
+            why = node and node_not_remediable(
+                node.platform, node.platform_details, node.operator_managed, node.operator_principal
+            )
+            if why:
+                never.append((target, why))
+                logger.info("not remediable: not sent", instance_id=target.instance_id, node_kind=why.kind.value)
+            else:
+                keep.append(target)
+        return keep, never
 
     def _create_attempts(
         self, targets: Sequence[Target], plan: Plan, trigger_key: str, created_at: float, now: float
@@ -126,7 +166,14 @@ class Remediator:
             self._wait(attempt, checks=0, delay=agent_recheck_delay(0, self.settings.agent_recheck_seconds))
 
     def note(
-        self, targets: Sequence[Target], plan: Plan, trigger_key: str, created_at: float, status: Status, reason: str
+        self,
+        targets: Sequence[Target],
+        plan: Plan,
+        trigger_key: str,
+        created_at: float,
+        status: Status,
+        reason: str,
+        node_kind: NodeKind | None = None,
     ) -> list[dict[str, Any]]:
         """Record an outcome reached without sending anything (e.g. NOT_REMEDIABLE), one item per
         target; the same conditional put as start(), so a repeated trigger records nothing twice."""
@@ -135,7 +182,12 @@ class Remediator:
         for target in targets:
             item = self._new_attempt(target, plan, trigger_key, created_at, now)
             item.update(status=status.value, reason=reason, completed_at=iso(now))
-            notes.append(self.records.create_attempt(item)[1])
+            if node_kind is not None:
+                item["node_kind"] = node_kind.value
+            created, stored = self.records.create_attempt(item)
+            if created and node_kind is not None:
+                telemetry.status_reached(status.value)
+            notes.append(stored)
         return notes
 
     def _new_attempt(
@@ -212,6 +264,10 @@ class Remediator:
             )
             if isinstance(decision, SendNow):
                 ready.append(attempt)
+            elif isinstance(decision, NoAgent):  # not a failure of ours: no FAILED, no breaker count
+                kind = NodeKind.NO_SSM_AGENT.value
+                if self._finish(attempt, Status.NOT_REMEDIABLE, decision.reason, now, node_kind=kind):
+                    telemetry.count(telemetry.NODES_WITHOUT_SSM_AGENT)
             elif isinstance(decision, GiveUp):
                 self._finish(attempt, Status.FAILED, decision.reason, now)
             else:
@@ -245,24 +301,28 @@ class Remediator:
     # ------------------------------------------------------------------ dispatch
 
     def dispatch(self, attempts: Sequence[dict[str, Any]], plan: Plan) -> None:
-        """Send the document to every attempt's node that this attempt can claim."""
+        """Send the document to every attempt's node that this attempt can claim.
+
+        The node's claim comes before the cluster's lease: a lease is taken only by the attempt
+        that holds the node, so the node's previous attempt, whose result may land meanwhile and
+        end the node's lease (let_go, while it still holds the claim), never ends the lease this
+        attempt counts on. An attempt that wins the claim but finds no free slot lets the claim
+        go and waits."""
         if not attempts:
             return
         now = self.clock()
-        attempts = self._within_safety_limits(attempts, plan.cluster, now)
+        attempts = self._not_paused(attempts, plan.cluster, now)
         hold = self.settings.command_timeout_seconds * 2 + 300
-        batch_id = uuid.uuid4().hex[:16]
-        to_send: list[dict[str, Any]] = []
+        claimed: list[dict[str, Any]] = []
         for attempt in attempts:
             claim = self.records.claim(attempt["pk"], attempt["sk"], now, hold, self._finished_before(attempt, now))
-            if not claim.won:
+            if claim.won:
+                claimed.append(attempt)
+            else:
                 self._finish(attempt, Status.SKIPPED, self._lost_claim(claim, now), now)
-                if not claim.in_flight:  # turned away by its cooldown: the node's slot is free again
-                    self.records.end_lease(attempt["cluster"], attempt["pk"])
-                continue
-            marked = self._mark_sending(attempt, batch_id, now)
-            if marked:
-                to_send.append(attempt)
+        batch_id = uuid.uuid4().hex[:16]
+        leased = self._within_in_flight_limit(claimed, plan.cluster, now)
+        to_send = [a for a in leased if self._mark_sending(a, batch_id, now)]
         for batch in chunks(to_send, 50):
             self._send_batch(batch, plan, batch_id)
 
@@ -338,33 +398,35 @@ class Remediator:
             return f"cooldown: the node's last attempt finished {ago:.0f} s ago (cooldown {cooldown} s)"
         return f"another remediation is in flight ({claim.holder})"
 
-    def _within_safety_limits(
-        self, attempts: Sequence[dict[str, Any]], cluster: str, now: float
-    ) -> list[dict[str, Any]]:
-        """The attempts that may be sent now; the others wait (re-queued), never dropped:
-        all but forced ones while the cluster's circuit breaker is open, and those over the
-        cluster's in-flight limit."""
-        allowed = list(attempts)
+    def _not_paused(self, attempts: Sequence[dict[str, Any]], cluster: str, now: float) -> list[dict[str, Any]]:
+        """The attempts that may be sent while the cluster's circuit breaker is as it is: all when
+        it is closed, only forced ones while it is open (the others wait, never dropped)."""
         breaker = self.open_breaker(cluster, now)
-        if breaker is not None:
-            paused = [a for a in allowed if not a.get("force")]
-            if paused:
-                telemetry.count(telemetry.CIRCUIT_BREAKER_OPEN)
-                logger.warning(
-                    "circuit breaker open: automatic remediations paused", cluster=cluster, nodes=len(paused)
-                )
-            for attempt in paused:
-                self._defer(attempt, f"{breaker.why()}: waiting until it closes", now)
-            allowed = [a for a in allowed if a.get("force")]
-        if not allowed:
+        if breaker is None:
+            return list(attempts)
+        paused = [a for a in attempts if not a.get("force")]
+        if paused:
+            telemetry.count(telemetry.CIRCUIT_BREAKER_OPEN)
+            logger.warning("circuit breaker open: automatic remediations paused", cluster=cluster, nodes=len(paused))
+        for attempt in paused:
+            self._defer(attempt, f"{breaker.why()}: waiting until it closes", now)
+        return [a for a in attempts if a.get("force")]
+
+    def _within_in_flight_limit(
+        self, claimed: Sequence[dict[str, Any]], cluster: str, now: float
+    ) -> list[dict[str, Any]]:
+        """The claimed attempts that get a lease on a slot of the cluster's in-flight limit; the
+        others let their claim go and wait (re-queued), never dropped."""
+        if not claimed:
             return []
         limit = self.in_flight_limit(cluster, now)
         until = now + live_seconds(self.settings.agent_wait_deadline_seconds, self.settings.command_timeout_seconds)
-        leased = set(self.records.take_leases(cluster, [a["pk"] for a in allowed], limit, now, until))
-        for attempt in allowed:
+        leased = set(self.records.take_leases(cluster, [a["pk"] for a in claimed], limit, now, until))
+        for attempt in claimed:
             if attempt["pk"] not in leased:
+                self.records.release(attempt["pk"], attempt["sk"])
                 self._defer(attempt, f"cluster {cluster} has {limit} remediations in flight (the limit): waiting", now)
-        return [a for a in allowed if a["pk"] in leased]
+        return [a for a in claimed if a["pk"] in leased]
 
     def _defer(self, attempt: dict[str, Any], reason: str, now: float) -> None:
         """Keep a node waiting for a safety limit: a fresh agent-wait deadline, re-checked later."""
@@ -396,14 +458,7 @@ class Remediator:
             return False
         earlier = fresh.get("send_batch")
         if earlier:
-            found = self.run_command.commands_with_comment(attempt["pk"], COMMENT_PREFIX + earlier)
-            if found:
-                self._record_sent(attempt, found[0], earlier, fresh, now)
-                logger.warning(
-                    "recovered a command sent but not recorded",
-                    instance_id=attempt["pk"],
-                    command_id=found[0],
-                )
+            if self._recover_send(attempt, fresh, now):
                 return False
             if now - float(fresh.get("send_started_at", 0)) < STALE_SEND_SECONDS:
                 logger.info("another invocation is sending this attempt", instance_id=attempt["pk"])
@@ -417,6 +472,27 @@ class Remediator:
             only_if_unchanged={"send_batch": earlier or None, "command_id": None},
         )
         return updated is not None and updated.get("send_batch") == batch_id
+
+    def _recover_send(self, attempt: dict[str, Any], fresh: dict[str, Any], now: float) -> str | None:
+        """A send marked on the attempt (send_batch) whose CommandId was never recorded: look for
+        the command by the batch's comment (ListCommands) and record it SENT; its CommandId, or
+        None when no such command went out."""
+        batch = fresh.get("send_batch")
+        if not batch:
+            return None
+        found = self.run_command.commands_with_comment(attempt["pk"], COMMENT_PREFIX + batch)
+        if not found:
+            return None
+        self._record_sent(attempt, found[0], batch, fresh, now)
+        logger.warning("recovered a command sent but not recorded", instance_id=attempt["pk"], command_id=found[0])
+        return found[0]
+
+    def sent_unrecorded(self, attempt: dict[str, Any]) -> dict[str, Any] | None:
+        """Before a waiting attempt is recorded as never sent (the reconciler): the attempt as
+        recorded SENT when a command of its send did go out unrecorded, else None."""
+        if not self._recover_send(attempt, attempt, self.clock()):
+            return None
+        return self.records.get_attempt(attempt["pk"], attempt["sk"])
 
     def _send_batch(self, batch: list[dict[str, Any]], plan: Plan, batch_id: str) -> None:
         # Bottlerocket nodes take the CA through their API (settings.pki): no containerd restart
@@ -436,6 +512,7 @@ class Remediator:
                 plan.document_parameters(),
                 COMMENT_PREFIX + batch_id,
                 self.settings.command_timeout_seconds,
+                cluster=plan.cluster,
             )
         except (AgentNotRegistered, SendDenied) as exc:
             if len(batch) == 1:

@@ -94,6 +94,7 @@ class Sweeper:
             history = r.records.history(instance_id)
             cooldown = r.settings.instance_cooldown_seconds
             states[instance_id] = node_state(history, job.fingerprint, job.sweep_id, now, live, cooldown)
+        _agents_back(r, states)
         room, limit = r.in_flight_room(job.cluster, now)  # the one in-flight limit, every trigger's
         todo = plan_sweep(states, room)
         summary |= {"nodes": len(nodes), "states": todo.counts, "limit": limit, "deferred": todo.deferred, "started": 0}
@@ -130,6 +131,15 @@ class Sweeper:
         self.queue.schedule(job, delay)
         logger.info("sweep continues in a new invocation", delay_seconds=delay, passes=job.passes, **summary)
         return summary | {"continue_in": delay}
+
+
+def _agents_back(r: Remediator, states: dict[str, NodeState]) -> None:
+    """Nodes recorded without an SSM agent whose agent is Online now are drifted again (sent this
+    pass); the others stay left alone, so a sweep never waits on them pass after pass."""
+    silent = [i for i, s in states.items() if s is NodeState.NO_AGENT]
+    if silent:
+        pings = r.run_command.ping_status(silent)
+        states.update({i: NodeState.DRIFTED for i in silent if pings.get(i) == "Online"})
 
 
 def on_sweep(request: SweepTrigger | SweepJob, sweeper: Sweeper, remaining_ms: Callable[[], int]) -> dict[str, Any]:
