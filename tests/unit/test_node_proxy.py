@@ -12,20 +12,11 @@ from pathlib import Path
 
 import pytest
 
-LIB = Path(__file__).resolve().parents[2] / "node" / "lib"
+from tests.node_shell import run_modules
 
 
 def bash(code: str) -> str:
-    modules = " ".join(f". {shlex.quote(str(LIB / m))};" for m in ("result.sh", "verify.sh"))
-    proc = subprocess.run(
-        ["bash", "-c", f"set -u; exec 3>/dev/null; {modules} {code}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return run_modules(("result.sh", "verify.sh"), code)
 
 
 @pytest.mark.parametrize(

@@ -16,22 +16,11 @@ from pathlib import Path
 
 import pytest
 
-LIB = Path(__file__).resolve().parents[2] / "node" / "lib"
+from tests.node_shell import run_modules
 
 
 def bash(code: str, tmp_path: Path | None = None) -> str:
-    """Run CODE after sourcing the modules it needs (they only define functions and globals)."""
-    modules = " ".join(f". {shlex.quote(str(LIB / m))};" for m in ("result.sh", "containerd.sh", "pullpath.sh"))
-    proc = subprocess.run(
-        ["bash", "-c", f"set -u; exec 3>/dev/null; {modules} {code}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return run_modules(("result.sh", "containerd.sh", "pullpath.sh"), code, tmp_path)
 
 
 # What `ctr version` (Server) and `containerd --version` print on each image.
