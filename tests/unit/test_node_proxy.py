@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
 
-from tests.node_shell import run_modules
+from tests.node_shell import run_modules, running
 
 
 def bash(code: str) -> str:
@@ -48,16 +45,8 @@ def test_containerd_proxy_reads_the_running_process_environment(tmp_path):
         "HTTPS_PROXY": "http://upper:2",
         "no_proxy": "a.b",
     }
-    proc = subprocess.Popen(["sleep", "30"], env=env)
-    for _ in range(200):  # until the child has exec'd sleep (with env as its environment)
-        if Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"sleep"):
-            break
-        time.sleep(0.01)
-    try:
-        out = bash(f'containerd_proxy {proc.pid} 2>/dev/null; printf "%s|%s" "$PROXY_HTTPS" "$PROXY_NO"')
-    finally:
-        proc.kill()
-        proc.wait()
+    with running(["sleep", "30"], b"sleep", env=env) as pid:  # env: its environment once exec'd
+        out = bash(f'containerd_proxy {pid} 2>/dev/null; printf "%s|%s" "$PROXY_HTTPS" "$PROXY_NO"')
     assert out == "http://upper:2|a.b"
 
 
