@@ -7,6 +7,7 @@ endif
 VENV := .venv
 SAMVENV := .venv-sam
 CHKVENV := .venv-checkov
+TRVENV := .venv-translator
 PY := $(VENV)/bin/python
 SAM := $(SAMVENV)/bin/sam
 REGION ?= us-east-1
@@ -39,6 +40,13 @@ $(CHKVENV)/.installed: requirements-checkov.txt
 	$(CHKVENV)/bin/pip install --quiet -r requirements-checkov.txt
 	touch $@
 
+# SAM's translator for the IAM contract test (tests/fakes/iam_contract.py): it pins pydantic below
+# the layer's pin, so it has a virtualenv of its own; the tests run it as a command.
+$(TRVENV)/.installed: requirements-translator.txt
+	$(PYTHON) -m venv $(TRVENV)
+	$(TRVENV)/bin/pip install --quiet -r requirements-translator.txt
+	touch $@
+
 # The node lab needs containerd, runc and a registry from Debian; installed when we are root.
 lab-packages:
 	@missing=$$(for p in $(LAB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -49,7 +57,7 @@ lab-packages:
 	  else echo "node lab unavailable (needs root + apt for: $$missing); its tests will skip"; fi; \
 	fi
 
-setup: $(VENV)/.installed lab-packages
+setup: $(VENV)/.installed $(TRVENV)/.installed lab-packages
 
 test: setup
 	$(PY) tools/ssm_document.py --check

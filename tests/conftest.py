@@ -26,3 +26,26 @@ def world():
 
     with World.create() as w:
         yield w
+
+
+# The IAM contract (tests/fakes/iam_contract.py): every client the tests create records its calls,
+# and while a test world exists each call a function's code makes is judged against the role the
+# rendered templates give it. A call no statement allows fails the test that made it.
+from tests.fakes import iam_contract  # noqa: E402 - after the environment above
+
+iam_contract.install()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    iam_contract.take_denials()
+    outcome = yield
+    denied = iam_contract.take_denials()
+    if denied:
+        violation = iam_contract.ContractViolation(
+            "the IAM contract refuses calls of this test (fix the template's policies, not the contract):\n  "
+            + "\n  ".join(dict.fromkeys(denied))
+        )
+        if outcome.excinfo is not None:
+            violation.__context__ = outcome.excinfo[1]
+        outcome.force_exception(violation)

@@ -6,6 +6,9 @@ the same translator `sam deploy` uses (aws-sam-translator) with placeholder para
 the translator's bundled AWS-managed-policy map, so it needs no credentials and no network.
 
 Usage: python tools/transform_template.py [template.yaml] [-o build/cfn/template.json]
+       python tools/transform_template.py - -o -   (a template with its loops expanded, stdin to stdout)
+
+The IAM contract test (tests/fakes/iam_contract.py) runs the second form in .venv-translator.
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ def transform_file(path: Path) -> dict[str, Any]:
     return translate_template(sam, dict(PLACEHOLDERS))
 
 
+def translate(expanded: dict[str, Any]) -> dict[str, Any]:
+    """SAM's translation of a template whose Fn::ForEach loops are already expanded."""
+    return translate_template(expanded, dict(PLACEHOLDERS))
+
+
 def translate_template(sam: dict[str, Any], parameter_values: dict[str, Any]) -> dict[str, Any]:
     """A SAM template (loops expanded) as the SAM translator writes it in CloudFormation."""
     import copy
@@ -78,7 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("template", nargs="?", type=Path, default=ROOT / "template.yaml")
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    cfn = transform_file(args.template)
+    if str(args.template) == "-":
+        cfn = translate(yaml_parse(sys.stdin.read()))
+        if str(args.output) == "-":
+            json.dump(cfn, sys.stdout, sort_keys=True)
+            return 0
+    else:
+        cfn = transform_file(args.template)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(cfn, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print(f"{args.template.name} -> {args.output} ({len(cfn.get('Resources', {}))} resources)")

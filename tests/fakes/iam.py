@@ -378,10 +378,13 @@ class SendRoleFakes:
     ) -> None:
         self.deployment = deployment
         self.caller = caller
+        self.account, self.region = account, region
         self.roles = {role.arn: role for role in deployment.send_roles().values()}
         self.assumed: list[str] = []
         self._clients = {
-            arn: run_command.acting_as(authorizer(role.statements, document_arn, account, region, ec2_client))
+            arn: run_command.acting_as(
+                authorizer(role.statements, document_arn, account, region, ec2_client), role_arn=arn
+            )
             for arn, role in self.roles.items()
         }
 
@@ -394,11 +397,19 @@ class SendRoleFakes:
         for role in self.roles.values():
             ssm_client.put_parameter(Name=role.parameter, Value=role.arn, Type="String", Overwrite=True)
 
-    def assume(self, _sts: Any, role_arn: str) -> tuple[Any, float]:
+    def assume(self, sts: Any, role_arn: str) -> tuple[Any, float]:
         from botocore.exceptions import ClientError
 
+        from tests.fakes import iam_contract
+
         role = self.roles.get(role_arn)
-        if role is None or role.logical_id not in self.deployment.assumable(self.caller):
+        refused = role is None or role.logical_id not in self.deployment.assumable(self.caller)
+        # The IAM contract judges the AssumeRole as made with the credentials of `sts` (the member
+        # role's, in central mode; None: the function's own role): its policy and the trust policy.
+        caller = iam_contract.role_of_client(sts)
+        account = caller.split(":")[4] if caller else self.account
+        iam_contract.record_fake("sts", "AssumeRole", {"RoleArn": role_arn}, self.region, account, caller, refused)
+        if refused:
             error = {"Error": {"Code": "AccessDenied", "Message": f"not authorized to assume {role_arn}"}}
             raise ClientError(error, "AssumeRole")
         self.assumed.append(role_arn)

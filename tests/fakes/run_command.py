@@ -39,6 +39,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 from ssm_document import document_content
 
+from tests.fakes import iam_contract
+
 ROOT = Path(__file__).resolve().parents[2]
 STEP = "remediateCa"
 INSTANCE_ID = re.compile(r"^(i-(\w{8}|\w{17}))|(mi-\w{17})$")
@@ -112,6 +114,9 @@ class FakeRunCommand:
     platform_types: dict[str, str] = field(default_factory=dict)
     # IAM's verdict on a send to these instance ids (tests/fakes/iam.py); None: everything allowed.
     authorize: Callable[[list[str]], bool] | None = None
+    # The role whose credentials reach this Run Command (a member account's role, central mode);
+    # None: the calling function's own. Every call is recorded for the IAM contract (iam_contract.py).
+    role_arn: str | None = None
     throttle_share: dict[str, float] = field(default_factory=dict)
     throttled: dict[str, int] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(13))
@@ -150,10 +155,11 @@ class FakeRunCommand:
         for key in [k for k in self.invocations if k[0] == command_id]:
             del self.invocations[key]
 
-    def acting_as(self, authorize: Callable[[list[str]], bool]) -> ActingAs:
+    def acting_as(self, authorize: Callable[[list[str]], bool], role_arn: str | None = None) -> ActingAs:
         """This Run Command as seen through a role whose IAM verdict is `authorize` (an assumed
-        send role: tests/fakes/iam.py SendRoleFakes)."""
-        return ActingAs(self, authorize)
+        send role: tests/fakes/iam.py SendRoleFakes); its SendCommand is recorded for the IAM
+        contract as made by `role_arn` (the assumed role), not by the caller's own role."""
+        return ActingAs(self, authorize, role_arn)
 
     def fail_invocation(self, command_id: str, code: str, times: int | None = None) -> None:
         """GetCommandInvocation of this command answers `code` for the next `times` calls (None: always)."""
@@ -215,6 +221,10 @@ class FakeRunCommand:
 
     # ------------------------------------------------------------ the API
 
+    def _record(self, operation: str, refused: bool | None = None, **params: Any) -> None:
+        """The call, for the IAM contract: judged like a botocore client's (this is not one)."""
+        iam_contract.record_fake("ssm", operation, params, self.region, self.account, self.role_arn, refused)
+
     def _count(self, operation: str) -> None:
         self.calls[operation] = self.calls.get(operation, 0) + 1
         share = self.throttle_share.get(operation, 0.0)
@@ -227,6 +237,7 @@ class FakeRunCommand:
     def describe_instance_information(
         self, Filters: list[dict[str, Any]], MaxResults: int = 50, NextToken: str | None = None
     ) -> dict[str, Any]:  # noqa: N803
+        self._record("DescribeInstanceInformation", Filters=Filters)
         self._count("DescribeInstanceInformation")
         ids = next(f["Values"] for f in Filters if f["Key"] == "InstanceIds")
         if len(ids) > 50:
@@ -258,9 +269,11 @@ class FakeRunCommand:
         DocumentVersion: str = "$DEFAULT",
         **_: Any,
     ) -> dict[str, Any]:
+        refused = self.authorize is not None and not self.authorize(list(InstanceIds))
+        self._record("SendCommand", refused, InstanceIds=list(InstanceIds), DocumentName=DocumentName)
         self._count("SendCommand")
         op = "SendCommand"
-        if self.authorize is not None and not self.authorize(list(InstanceIds)):  # IAM comes first
+        if refused:  # IAM comes first
             raise client_error("AccessDeniedException", "not authorized to perform: ssm:SendCommand", op)
         if not 1 <= len(InstanceIds) <= 50:
             raise client_error("ValidationException", "InstanceIds: 1..50 items", op)
@@ -316,6 +329,7 @@ class FakeRunCommand:
         NextToken: str | None = None,
         **_: Any,
     ) -> dict[str, Any]:
+        self._record("ListCommands", InstanceId=InstanceId, Filters=Filters)
         self._count("ListCommands")
         doc = next((f["value"] for f in Filters or [] if f["key"] == "DocumentName"), None)
         found = [
@@ -347,6 +361,7 @@ class FakeRunCommand:
         InstanceId: str,
         PluginName: str | None = None,  # noqa: N803
     ) -> dict[str, Any]:
+        self._record("GetCommandInvocation", CommandId=CommandId, InstanceId=InstanceId)
         self._count("GetCommandInvocation")
         failing = self.invocation_errors.get(CommandId)
         if failing is not None and failing[1] != 0:
@@ -378,14 +393,16 @@ class ActingAs:
 
     run_command: FakeRunCommand
     authorize: Callable[[list[str]], bool]
+    role_arn: str | None = None  # the role whose credentials send (the IAM contract judges it)
 
     def send_command(self, **kwargs: Any) -> dict[str, Any]:
-        own = self.run_command.authorize
+        own = self.run_command.authorize, self.run_command.role_arn
         self.run_command.authorize = self.authorize
+        self.run_command.role_arn = self.role_arn or own[1]
         try:
             return self.run_command.send_command(**kwargs)
         finally:
-            self.run_command.authorize = own
+            self.run_command.authorize, self.run_command.role_arn = own
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.run_command, name)

@@ -1,15 +1,24 @@
 """A whole deployment on one machine: moto for AWS, the fake Run Command, a controllable clock.
 
 Used by the integration tests and by the local main job (`make demo`). Handlers are the real
-ones; only `wiring.remediator` is swapped for one built on moto clients and the fakes.
+ones; only `wiring.home_remediator` is swapped for one built on moto clients and the fakes. The
+settings are read as a deployed function reads them: the environment the template gives the
+functions is set in os.environ and the stored settings are SSM parameters under SETTINGS_PATH,
+so the real `get_settings` runs (its GetParametersByPath is judged by the IAM contract).
+
+The IAM contract (tests/fakes/iam_contract.py) is in force while a world exists: every call a
+function's code makes is judged against template.yaml rendered for this world's settings.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
+import os
 import re
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,11 +35,14 @@ from eks_ca_remediator.adapters.ssm import RunCommand, SendRoles
 from eks_ca_remediator.logic.remediation import Remediator
 from eks_ca_remediator.models import AgentWaitMessage
 from eks_ca_remediator.provisioners import BY_KEY
-from eks_ca_remediator.settings import Settings, get_settings
+from eks_ca_remediator.settings import SETTINGS_PATH, STORED_SETTINGS, Settings, get_settings
+from eks_ca_remediator.sources import SourceKind
 from moto import mock_aws
 from ssm_document import load_template
 
-from tests.fakes.iam import SendRoleFakes, authorizer, home_deployment
+from tests.fakes import iam_contract
+from tests.fakes.iam import SendRoleFakes, authorizer
+from tests.fakes.iam import home_deployment as home_send_deployment
 from tests.fakes.pki import make_cert
 from tests.fakes.run_command import FakeClock, FakeRunCommand
 
@@ -46,7 +58,12 @@ LINUX_AMI = "ami-12345678"
 # Node kinds add_nodes launches (README: node kinds).
 NODE_KINDS = ("linux", "bottlerocket", "windows", "auto-mode", "no-agent")
 TABLE = "remediation-records"
-SETTINGS_PATH = "/eks-ca-remediator/settings/"  # the template's, for the stack eks-ca-remediator
+STACK = "eks-ca-remediator"  # the document is <stack>-RemediateCa, the settings under /<stack>/settings/
+SETTINGS = f"/{STACK}/settings/"  # the template's SETTINGS_PATH; the send roles' ARNs are under SETTINGS/send-roles/
+QUEUES = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/"
+AGENT_WAIT_QUEUE_URL = QUEUES + "agent-wait"
+SWEEP_QUEUE_URL = QUEUES + "sweep"
+DEAD_LETTER_QUEUE_URL = QUEUES + "dead-letter"
 
 
 @dataclass
@@ -68,8 +85,10 @@ class FakeQueue:
     clock: FakeClock
     pending: list[tuple[float, str, str]] = field(default_factory=list)
     sent: int = 0
+    url: str = AGENT_WAIT_QUEUE_URL  # the queue it stands for (the IAM contract judges its sends)
 
     def schedule(self, message: AgentWaitMessage, delay_seconds: int) -> None:
+        iam_contract.record_fake("sqs", "SendMessage", {"QueueUrl": self.url}, REGION, ACCOUNT)
         assert 0 <= delay_seconds <= 900, "SQS DelaySeconds is 0..900"
         self.sent += 1
         self.pending.append((self.clock() + delay_seconds, str(uuid.uuid4()), message.model_dump_json()))
@@ -86,6 +105,144 @@ def table_definition() -> dict[str, Any]:
     """The records table exactly as template.yaml defines it (keys, GSI), for moto."""
     props = load_template((ROOT / "template.yaml").read_text())["Resources"]["RecordsTable"]["Properties"]
     return {k: props[k] for k in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")}
+
+
+def deployment_parameters(settings: Settings) -> dict[str, Any]:
+    """The template parameters of a deployment configured as `settings` are: what decides its IAM
+    (enrolled clusters, the CA bundle parameter and the ARNs of every other source, central mode)."""
+    arns: dict[str, list[str]] = {}
+    for cluster in settings.enrolled_clusters:
+        for source in settings.sources_for(cluster):
+            if source.kind == SourceKind.SSM:
+                arn = source.location if source.location.startswith("arn:") else None
+                arn = arn or f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{source.location.lstrip('/')}"
+                arns.setdefault("CaBundleParameterArns", []).append(arn)
+            elif source.kind == SourceKind.S3:
+                bucket, key = source.bucket_key
+                arns.setdefault("CaBundleObjectArns", []).append(f"arn:aws:s3:::{bucket}/{key}")
+            elif source.kind == SourceKind.SECRETS_MANAGER:
+                arn = source.location if source.location.startswith("arn:") else None
+                # by name: the ARN ends in -<6 random characters> (Secrets Manager user guide, IAM)
+                arn = arn or f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{source.location}-??????"
+                arns.setdefault("CaBundleSecretArns", []).append(arn)
+            elif source.kind == SourceKind.ACM_PCA:
+                arns.setdefault("CaBundlePrivateCaArns", []).append(source.location)
+    parameters: dict[str, Any] = {
+        "EnrolledClusters": list(settings.enrolled_clusters),
+        "CaBundleParameterName": settings.ca_bundle_parameter.lstrip("/"),
+        "CaBundleSources": settings.ca_bundle_sources,
+        "CaBundleInline": settings.ca_bundle_inline,
+        **{k: sorted(set(v)) for k, v in arns.items()},
+    }
+    if settings.central:
+        parameters |= {"OrganizationId": iam_contract.ORGANIZATION, "MemberRoleName": settings.member_role_name}
+    return parameters
+
+
+def home_names(settings: Settings) -> iam_contract.Names:
+    """What the template's resources are called in the test world (Ref, Fn::GetAtt)."""
+    table = iam_contract.Names(
+        {"RecordsTable": settings.records_table, "RemediationDocument": settings.document_name},
+        {("RecordsTable", "Arn"): f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{settings.records_table}"},
+    )
+    return iam_contract.merge(
+        table,
+        iam_contract.queue_names("AgentWaitQueue", settings.agent_wait_queue_url or AGENT_WAIT_QUEUE_URL),
+        iam_contract.queue_names("SweepQueue", settings.sweep_queue_url or SWEEP_QUEUE_URL),
+        iam_contract.queue_names("DeadLetterQueue", DEAD_LETTER_QUEUE_URL),
+    )
+
+
+# Rendered templates of this process, by what decides them (a template renders once per process,
+# whichever worlds and tests ask for it; Rendered is read-only once made).
+_RENDERED: dict[str, iam_contract.Rendered] = {}
+
+
+def _rendered(key: tuple[Any, ...], render: Any) -> iam_contract.Rendered:
+    text = json.dumps(key, sort_keys=True, default=repr)
+    if text not in _RENDERED:
+        _RENDERED[text] = render()
+    return _RENDERED[text]
+
+
+def home_deployment(settings: Settings, template: Path | None = None) -> iam_contract.Rendered:
+    """template.yaml (or `template`) rendered as deployed for this world's settings."""
+    path = template or ROOT / "template.yaml"
+    parameters, names = deployment_parameters(settings), home_names(settings)
+    return _rendered(
+        ("home", str(path), path.stat().st_mtime_ns, parameters, repr(names)),
+        lambda: iam_contract.Rendered(iam_contract.load(path), parameters, ACCOUNT, REGION, names, STACK),
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _home_send_deployment(enrolled: tuple[str, ...], account: str, document: str) -> Any:
+    """The send roles' view of template.yaml (tests/fakes/iam.py), once per process per cluster list."""
+    return home_send_deployment(list(enrolled), account, document)
+
+
+def member_deployment(
+    settings: Settings, account: str, template: dict[str, Any] | None = None
+) -> iam_contract.Rendered:
+    """member-account.yaml (or `template`) as a member account of this central world deploys it."""
+    parameters = {
+        "EnrolledClusters": list(settings.enrolled_clusters),
+        "CentralDocumentArn": settings.document_arn,
+        "CentralAccountId": ACCOUNT,
+        "CentralEventBusArn": f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{STACK}-nodes",
+        "MemberRoleName": settings.member_role_name,
+    }
+    if template is not None:  # a test's own variant: rendered for it alone
+        return iam_contract.Rendered(
+            template, parameters, account, REGION, iam_contract.Names(), STACK, "member-account.yaml"
+        )
+    path = iam_contract.MEMBER_TEMPLATE
+    return _rendered(
+        ("member", str(path), path.stat().st_mtime_ns, parameters, account),
+        lambda: iam_contract.Rendered(
+            iam_contract.load(path), parameters, account, REGION, iam_contract.Names(), STACK, "member-account.yaml"
+        ),
+    )
+
+
+class PerFunctionSettings:
+    """`get_settings` as each function's own Lambda environment runs it: the real one, once per
+    function (a test runs every function in one process; Lambda gives each its own). Not a swap of
+    what it reads: each function's first call reads the environment and GetParametersByPath, so
+    the IAM contract judges every function's read. Outside a handler (a test's own calls) the
+    cache is one shared entry."""
+
+    def __init__(self) -> None:
+        self.cache: dict[str | None, Settings] = {}
+
+    def __call__(self) -> Settings:
+        function = iam_contract.attribute(sys._getframe(1))
+        if function not in self.cache:
+            self.cache[function] = get_settings.__wrapped__()
+        return self.cache[function]
+
+    def cache_clear(self) -> None:
+        self.cache.clear()
+        get_settings.cache_clear()
+
+
+@contextmanager
+def function_environment(values: dict[str, str]) -> Iterator[None]:
+    """os.environ as the template sets it for the functions (restored afterwards); the stored
+    settings are not in it (they are SSM parameters under SETTINGS_PATH, as deployed)."""
+    keys = set(values) | set(STORED_SETTINGS)
+    saved = {k: os.environ.get(k) for k in keys}
+    for key in STORED_SETTINGS:
+        os.environ.pop(key, None)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def node_output(result: str = "success", restarted: bool = True, reason: str = "", **extra: Any) -> str:
@@ -140,8 +297,9 @@ class World:
 
     @classmethod
     @contextmanager
-    def create(cls, ca_pem: str | None = None, **env: str) -> Iterator[World]:
-        """A fresh moto account; `ca_pem` is the bundle stored in the SSM parameter (default: a new CA)."""
+    def create(cls, ca_pem: str | None = None, template: Path | None = None, **env: str) -> Iterator[World]:
+        """A fresh moto account; `ca_pem` is the bundle stored in the SSM parameter (default: a new CA).
+        `template`: the home template the IAM contract judges by (default: template.yaml)."""
         with mock_aws():
             parameters.clear_caches()
             parameters.base.DEFAULT_PROVIDERS.clear()
@@ -152,25 +310,30 @@ class World:
             ssm_parameters = boto3.client("ssm", region_name=REGION)
             ca_pem = ca_pem or make_cert("Example Corp Private Root CA")[0]
             ssm_parameters.put_parameter(Name=BUNDLE_PARAMETER, Value=ca_pem, Type="SecureString")
-            settings = Settings.from_env(
-                {
-                    "RECORDS_TABLE": TABLE,
-                    "DOCUMENT_NAME": DOCUMENT,
-                    "ENROLLED_CLUSTERS": "prod-a,prod-b",
-                    "CA_BUNDLE_PARAMETER": BUNDLE_PARAMETER,
-                    "AGENT_WAIT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/agent-wait",
-                    "REGISTRY_HOSTS": "registry.example.internal:443",
-                    "AGENT_WAIT_DEADLINE_SECONDS": "600",
-                    "SETTINGS_PATH": SETTINGS_PATH,
-                    "AGENT_RECHECK_SECONDS": "15",
-                    **env,
-                }
-            )
+            values = {
+                "RECORDS_TABLE": TABLE,
+                "DOCUMENT_NAME": DOCUMENT,
+                "ENROLLED_CLUSTERS": "prod-a,prod-b",
+                "CA_BUNDLE_PARAMETER": BUNDLE_PARAMETER,
+                "AGENT_WAIT_QUEUE_URL": AGENT_WAIT_QUEUE_URL,
+                "REGISTRY_HOSTS": "registry.example.internal:443",
+                "AGENT_WAIT_DEADLINE_SECONDS": "600",
+                "AGENT_RECHECK_SECONDS": "15",
+                SETTINGS_PATH: SETTINGS,
+                **env,
+            }
+            settings = Settings.from_env(values)  # the world's view; the functions read their own
+            for name in STORED_SETTINGS:  # the Settings* parameters of the stack (SSM holds no "")
+                if values.get(name):
+                    ssm_parameters.put_parameter(
+                        Name=SETTINGS + name, Value=values[name], Type="String", Tier="Intelligent-Tiering"
+                    )
+            environment = {k: v for k, v in values.items() if k not in STORED_SETTINGS}
             fake_ssm = FakeRunCommand(clock=clock, document_name=DOCUMENT)
             # IAM as template.yaml grants it, for the enrolled clusters: the sending functions' own
             # roles may not send (every sending function has the same grant: test_send_policy.py);
             # each cluster's send role, which they assume, may send to that cluster's nodes.
-            deployment = home_deployment(list(settings.enrolled_clusters), ACCOUNT, DOCUMENT)
+            deployment = _home_send_deployment(tuple(settings.enrolled_clusters), ACCOUNT, DOCUMENT)
             document_arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:document/{DOCUMENT}"
             iam_ec2 = boto3.client("ec2", region_name=REGION)  # its own client: tests count the product's calls
             fake_ssm.authorize = authorizer(
@@ -202,11 +365,17 @@ class World:
             world = cls(clock, fake_ssm, queue, settings, remediator, ec2, table, ssm_parameters, ca_pem, send_roles)
             original = wiring.home_remediator
             wiring.home_remediator = lambda: remediator  # the handlers' factory, swapped
-            wiring.get_settings = lambda: settings  # (reset() clears the real one's cache)
-            edge.get_settings = wiring.get_settings
+            wiring.get_settings = edge.get_settings = PerFunctionSettings()
+            contract = iam_contract.Contract()
+            contract.deploy(ACCOUNT, lambda: home_deployment(settings, template), home=True)
+            if settings.central:
+                contract.member = lambda account: member_deployment(settings, account)
+            iam_contract.deploy(contract)
             try:
-                yield world
+                with function_environment(environment):
+                    yield world
             finally:
+                iam_contract.deploy(None)
                 wiring.home_remediator = original
                 wiring.get_settings = edge.get_settings = get_settings
                 wiring.reset()

@@ -27,9 +27,11 @@ from on_command_status import handler as status_handler
 from on_launch import handler as launch_handler
 from remediate import handler as remediate_handler
 
-from tests.fakes.iam import SendRoleFakes, authorizer, member_deployment
+from tests.fakes import iam_contract
+from tests.fakes.iam import SendRoleFakes, authorizer
+from tests.fakes.iam import member_deployment as member_send_deployment
 from tests.fakes.run_command import FakeRunCommand
-from tests.fakes.world import ACCOUNT, DOCUMENT, REGION, LambdaContext, World, node_output
+from tests.fakes.world import ACCOUNT, DOCUMENT, REGION, LambdaContext, World, member_deployment, node_output
 
 MEMBER = "111111111111"
 ROLE = "eks-ca-remediator-member"
@@ -65,12 +67,13 @@ def central_world(**env: str) -> Iterator[tuple[World, Member]]:
     (moto), except Run Command, which is the member's fake."""
     with World.create(**CENTRAL, **env) as world:
         member_ssm = FakeRunCommand(clock=world.clock, document_name=DOCUMENT_ARN, account=MEMBER)
+        member_ssm.role_arn = f"arn:aws:iam::{MEMBER}:role/{ROLE}"  # reached through the member role
         assumed: list[str] = []
         setup = clients.assume_member(f"arn:aws:iam::{MEMBER}:role/{ROLE}", MEMBER)  # the test's own hands
         # IAM as member-account.yaml grants it, for the same enrolled clusters: the member role may
         # not send; each cluster's send role, which the member role assumes, may.
         enrolled = list(world.settings.enrolled_clusters)
-        deployment = member_deployment(enrolled, MEMBER, DOCUMENT_ARN)
+        deployment = member_send_deployment(enrolled, MEMBER, DOCUMENT_ARN)
         own = deployment.role_statements("MemberRole", "ssm:SendCommand")
         member_ssm.authorize = authorizer(own, DOCUMENT_ARN, MEMBER, REGION, setup.ec2)
         send_roles = SendRoleFakes(deployment, "MemberRole", member_ssm, DOCUMENT_ARN, MEMBER, REGION, setup.ec2)
@@ -133,6 +136,32 @@ def test_a_member_node_is_remediated_through_the_member_role_and_recorded_centra
         [attempt] = world.attempts(node)
         assert (attempt["status"], attempt["account"], attempt["command_id"]) == ("SUCCEEDED", MEMBER, command_id)
         assert attempt["restarted"] is True
+
+
+def test_calls_through_the_member_role_are_judged_against_member_account_yaml():
+    iam_contract.exercised.clear()
+    with central_world() as (world, member):
+        node = add_member_node(world, member)
+        assert launch_handler(member_launch(world, node), LambdaContext())["action"] == "remediating"
+        [(command_id, _)] = member.ssm.invocations
+        status_handler(member.ssm.finish(command_id, node, "Success", node_output()), LambdaContext())
+    # AssumeRole by the function's own role (and the member role's trust policy); the rest as the member
+    assert ("OnLaunchFunction", "template.yaml:OnLaunchFunctionRole") in iam_contract.exercised
+    assert ("OnLaunchFunction", "member-account.yaml:MemberRole") in iam_contract.exercised
+    assert ("OnCommandStatusFunction", "member-account.yaml:MemberRole") in iam_contract.exercised
+    # function -> MemberRole -> the member's send role of the cluster: SendCommand as the send role
+    assert ("OnLaunchFunction", "member-account.yaml:SendRoleproda") in iam_contract.exercised
+
+
+def test_a_member_role_that_cannot_describe_instances_fails_the_iam_contract():
+    template = iam_contract.load(iam_contract.MEMBER_TEMPLATE)
+    [policy] = template["Resources"]["MemberRole"]["Properties"]["Policies"]
+    policy["PolicyDocument"]["Statement"][0]["Action"].remove("ec2:DescribeInstances")
+    with central_world() as (world, member):
+        iam_contract.current().member = lambda account: member_deployment(world.settings, account, template)
+        launch_handler(member_launch(world, add_member_node(world, member)), LambdaContext())
+        denied = iam_contract.take_denials()
+    assert "OnLaunchFunction (as member-account.yaml MemberRole) is not allowed ec2:DescribeInstances on *" in denied
 
 
 def test_agent_wait_messages_of_several_accounts_each_go_to_their_account():

@@ -7,7 +7,13 @@ from __future__ import annotations
 import pytest
 
 from tests.nodelab.lab import NodeLab
-from tests.nodelab.test_scenarios import X509, assert_pull_fails_x509, assert_pull_ok, assert_success
+from tests.nodelab.test_scenarios import (
+    X509,
+    assert_hosts_toml_ignored,
+    assert_pull_fails_x509,
+    assert_pull_ok,
+    assert_success,
+)
 
 pytestmark = pytest.mark.nodelab
 
@@ -139,15 +145,7 @@ def test_hosts_toml_falls_back_where_the_transfer_service_would_ignore_it(make_l
     )
     lab.restart_containerd(prime=False)
     # Control: in this mode a hosts.toml naming the CA really is ignored by CRI pulls.
-    hosts = f"/etc/containerd/certs.d/{lab.registry_host}/hosts.toml"
-    lab.write_file("/etc/nodelab-ca.pem", lab.ca_pem)
-    lab.write_file(
-        hosts,
-        f'server = "https://{lab.registry_host}"\n[host."https://{lab.registry_host}"]\n'
-        '  capabilities = ["pull", "resolve"]\n  ca = "/etc/nodelab-ca.pem"\n',
-    )
-    assert_pull_fails_x509(lab, "Transfer-service pull with a hosts.toml naming the CA")
-    lab.sh(f"rm '{hosts}'")
+    assert_hosts_toml_ignored(lab, "Transfer-service pull with a hosts.toml naming the CA")
     lab.trust_ca_without_restart()
     r = assert_success(lab.run_script(lab.script_env(SSM_Strategy="hosts-toml")))
     assert r["strategy_used"] == "restart"

@@ -10,7 +10,14 @@ from __future__ import annotations
 import pytest
 
 from tests.nodelab.lab import NodeLab
-from tests.nodelab.test_scenarios import X509, assert_pull_fails_x509, assert_pull_ok, assert_success, eks_situation
+from tests.nodelab.test_scenarios import (
+    X509,
+    assert_hosts_toml_ignored,
+    assert_pull_fails_x509,
+    assert_pull_ok,
+    assert_success,
+    eks_situation,
+)
 
 pytestmark = pytest.mark.nodelab
 
@@ -34,15 +41,7 @@ def test_transfer_service_pull_path_gets_the_trust_store_not_a_hosts_toml(make_l
     lab = make_lab("debian", "2", crictl=crictl, config="v2-transfer")
     eks_situation(lab)
     # Control: in this mode CRI really ignores a hosts.toml naming the CA.
-    hosts = f"/etc/containerd/certs.d/{lab.registry_host}/hosts.toml"
-    lab.write_file("/etc/nodelab-ca.pem", lab.ca_pem)
-    lab.write_file(
-        hosts,
-        f'server = "https://{lab.registry_host}"\n[host."https://{lab.registry_host}"]\n'
-        '  capabilities = ["pull", "resolve"]\n  ca = "/etc/nodelab-ca.pem"\n',
-    )
-    assert_pull_fails_x509(lab, "Transfer-service CRI pull with a hosts.toml naming the CA")
-    lab.sh(f"rm '{hosts}'")
+    assert_hosts_toml_ignored(lab, "Transfer-service CRI pull with a hosts.toml naming the CA")
     pid = lab.containerd_pid()
 
     run = lab.run_script(lab.script_env(SSM_Strategy="hosts-toml"))
@@ -53,7 +52,7 @@ def test_transfer_service_pull_path_gets_the_trust_store_not_a_hosts_toml(make_l
     assert r["restarted"] is True
     assert lab.containerd_pid() != pid
     assert r["hosts_toml"]["written"] == []
-    assert lab.read_file(hosts) is None
+    assert lab.read_file(f"/etc/containerd/certs.d/{lab.registry_host}/hosts.toml") is None
     assert any("Transfer service, which ignores hosts.toml" in w and "#12415" in w for w in r["warnings"]), r[
         "warnings"
     ]

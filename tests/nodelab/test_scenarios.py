@@ -50,6 +50,20 @@ def assert_pull_fails_x509(lab: NodeLab, why: str) -> None:
     assert X509 in msg, f"{why}: expected {X509!r}, got {msg!r}"
 
 
+def assert_hosts_toml_ignored(lab: NodeLab, why: str) -> None:
+    """Control for a Transfer-service pull path: a hosts.toml naming the CA does not make a CRI
+    pull work (containerd #12415, #12808); the file is removed again afterwards."""
+    hosts = f"/etc/containerd/certs.d/{lab.registry_host}/hosts.toml"
+    lab.write_file("/etc/nodelab-ca.pem", lab.ca_pem)
+    lab.write_file(
+        hosts,
+        f'server = "https://{lab.registry_host}"\n[host."https://{lab.registry_host}"]\n'
+        '  capabilities = ["pull", "resolve"]\n  ca = "/etc/nodelab-ca.pem"\n',
+    )
+    assert_pull_fails_x509(lab, why)
+    lab.sh(f"rm '{hosts}'")
+
+
 def assert_pull_ok(lab: NodeLab, why: str) -> None:
     ok, msg = lab.cri_pull()
     assert ok, f"{why}: CRI pull failed: {msg}\ncontainerd log:\n{lab.containerd_log()}"

@@ -6,26 +6,14 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
 
-LIB = Path(__file__).resolve().parents[2] / "node" / "lib"
+from tests.node_shell import run_modules, running
 
 
 def bash(code: str) -> str:
-    modules = " ".join(f". {shlex.quote(str(LIB / m))};" for m in ("result.sh", "verify.sh"))
-    proc = subprocess.run(
-        ["bash", "-c", f"set -u; exec 3>/dev/null; {modules} {code}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return run_modules(("result.sh", "verify.sh"), code)
 
 
 @pytest.mark.parametrize(
@@ -57,16 +45,8 @@ def test_containerd_proxy_reads_the_running_process_environment(tmp_path):
         "HTTPS_PROXY": "http://upper:2",
         "no_proxy": "a.b",
     }
-    proc = subprocess.Popen(["sleep", "30"], env=env)
-    for _ in range(200):  # until the child has exec'd sleep (with env as its environment)
-        if Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"sleep"):
-            break
-        time.sleep(0.01)
-    try:
-        out = bash(f'containerd_proxy {proc.pid} 2>/dev/null; printf "%s|%s" "$PROXY_HTTPS" "$PROXY_NO"')
-    finally:
-        proc.kill()
-        proc.wait()
+    with running(["sleep", "30"], b"sleep", env=env) as pid:  # env: its environment once exec'd
+        out = bash(f'containerd_proxy {pid} 2>/dev/null; printf "%s|%s" "$PROXY_HTTPS" "$PROXY_NO"')
     assert out == "http://upper:2|a.b"
 
 

@@ -10,28 +10,15 @@ plugins/cri/images/plugin.go (configMigration), internal/cri/server/images/image
 from __future__ import annotations
 
 import shlex
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-LIB = Path(__file__).resolve().parents[2] / "node" / "lib"
+from tests.node_shell import run_modules, running
 
 
 def bash(code: str, tmp_path: Path | None = None) -> str:
-    """Run CODE after sourcing the modules it needs (they only define functions and globals)."""
-    modules = " ".join(f". {shlex.quote(str(LIB / m))};" for m in ("result.sh", "containerd.sh", "pullpath.sh"))
-    proc = subprocess.run(
-        ["bash", "-c", f"set -u; exec 3>/dev/null; {modules} {code}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return run_modules(("result.sh", "containerd.sh", "pullpath.sh"), code, tmp_path)
 
 
 # What `ctr version` (Server) and `containerd --version` print on each image.
@@ -206,15 +193,6 @@ def test_config_file_comes_from_containerds_command_line(tmp_path, args, want):
     fake = tmp_path / "containerd"
     fake.write_text("#!/bin/bash\nsleep 30\n")
     fake.chmod(0o755)
-    proc = subprocess.Popen([str(fake), *args], cwd=tmp_path)
-    cmdline = Path(f"/proc/{proc.pid}/cmdline")
-    for _ in range(200):  # until the child has exec'd the fake containerd
-        if str(fake).encode() in cmdline.read_bytes():
-            break
-        time.sleep(0.01)
-    try:
-        out = bash(f"containerd_config_file {proc.pid}")
-    finally:
-        proc.kill()
-        proc.wait()
+    with running([str(fake), *args], str(fake).encode(), cwd=tmp_path) as pid:
+        out = bash(f"containerd_config_file {pid}")
     assert out == want.format(cwd=tmp_path)

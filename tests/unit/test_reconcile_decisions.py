@@ -58,3 +58,15 @@ def test_an_instance_that_is_gone_fails_the_attempt_without_blaming_the_fix(stat
     assert verdict.reason.startswith(said)
     assert ("SSM reports the invocation" in verdict.reason) == (ssm_status is not None)
     assert verdict.details == "Terminated", "the breaker does not count a vanished node"
+
+
+def test_output_pending_waits_for_the_script_but_not_for_a_step_ssm_skipped():
+    from eks_ca_remediator.reconcile import output_pending
+
+    skipped = 'Step execution skipped due to unsatisfied preconditions: \'"platformType" "Linux"\''
+    assert output_pending(None, "", "", "")  # SSM does not know the invocation yet
+    assert output_pending("InProgress", "InProgress", "", "")
+    assert output_pending("Success", "Success", "", "")  # our script always prints a result line
+    assert not output_pending("Success", "Success", "", "", skipped)  # the agent's words, final
+    assert not output_pending("Success", "Success", '{"result":"success"}\n', "")
+    assert not output_pending("TimedOut", "DeliveryTimedOut", "", "")

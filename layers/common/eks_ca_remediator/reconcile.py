@@ -138,12 +138,14 @@ def after_read_error(
     return Retry(retry_at(now, failures), failures, said)
 
 
-def output_pending(status: str | None, details: str, stdout: str, stderr: str) -> bool:
+def output_pending(status: str | None, details: str, stdout: str, stderr: str, step_output: str = "") -> bool:
     """Whether GetCommandInvocation, asked after a terminal status event, does not have the
     invocation's output yet: it does not know the invocation (`status` None), still reports it
     running, or reports a run of the script (StatusDetails Success or Failed) with no output at
     all - our script prints its result line on every run. An invocation that ended without running
-    it (Undeliverable, Terminated, DeliveryTimedOut, Cancelled, TimedOut) has nothing to wait for."""
+    it (Undeliverable, Terminated, DeliveryTimedOut, Cancelled, TimedOut) has nothing to wait for,
+    nor has a step the agent skipped (its words are the step's Output: `step_output`)."""
     if not status or status in RUNNING:
         return True
-    return details in ("Success", "Failed") and not stdout.strip() and not stderr.strip()
+    written = stdout.strip() or stderr.strip() or step_output.strip()
+    return details in ("Success", "Failed") and not written

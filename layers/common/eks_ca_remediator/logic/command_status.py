@@ -71,7 +71,7 @@ def on_command_status(event: CommandInvocationStatusChange, remediator: Remediat
     except AttemptNotFound:
         invocation = None
     if invocation is None or output_pending(
-        invocation.status, invocation.status_details, invocation.stdout, invocation.stderr
+        invocation.status, invocation.status_details, invocation.stdout, invocation.stderr, invocation.step_output
     ):
         return _await_output(attempt, detail.status, remediator, now)
     updated = record_result(attempt, detail.status, invocation, remediator, closed_by="status-event")
