@@ -12,12 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import boto3
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from eks_ca_remediator.logic.plans import current_bundle
 from eks_ca_remediator.rollouts import trust_changed
 from remediate import handler as remediate
 
 from tests.fakes.pki import make_cert
 from tests.fakes.world import BUNDLE_PARAMETER, LambdaContext
+from tests.integration.test_metrics import emitted
 from tests.integration.test_sweep import Harness, harness
 
 REGISTRY_CA = make_cert("Registry Root CA")[0]
@@ -227,3 +231,84 @@ def test_in_flight_limit_and_breaker_act_together_with_waves():
         # the breaker's open: a resume goes nowhere until it closes; the halt, not the breaker, held wave 2
         assert sum(sends(h, bad).values()) == 1
         json.dumps(rollout(h, bad), default=str)  # the record reads as plain JSON
+
+
+TOPIC = "arn:aws:sns:us-east-1:123456789012:platform-alarms"
+
+
+def _inbox(topic: str) -> Any:
+    """A queue subscribed to the topic, as an on-call's mail would be; returns a reader of
+    (subject, message) pairs received since the last read."""
+    sns, sqs = boto3.client("sns", region_name="us-east-1"), boto3.client("sqs", region_name="us-east-1")
+    sns.create_topic(Name=topic.rsplit(":", 1)[1])
+    url = sqs.create_queue(QueueName="on-call")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+
+    def read() -> list[tuple[str, str]]:
+        got = []
+        while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+            for m in batch:
+                envelope = json.loads(m["Body"])
+                got.append((envelope.get("Subject", ""), envelope["Message"]))
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        return got
+
+    return read
+
+
+def _ca(pem: str) -> tuple[str, str, str]:
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    sha = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return cert.subject.rfc4514_string(), sha, cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_every_change_of_trust_and_a_halt_are_told_to_the_topic_once():
+    with harness(**(WAVES | {"ALARM_TOPIC_ARN": TOPIC})) as h:
+        w = h.world
+        inbox = _inbox(TOPIC)
+        w.registry_ca = REGISTRY_CA
+        put_bundle(h, REGISTRY_CA)
+        nodes = w.add_nodes(30)
+        h.trigger()
+        settle(h)
+        first = inbox()
+        assert len(first) == 1, first
+        subject, message = first[0]
+        assert "prod-a" in subject
+        assert "1 added, 0 removed" in subject
+        name, sha, not_after = _ca(REGISTRY_CA)
+        assert f"+ CA {name} sha256 {sha} not after {not_after}" in message
+        assert "first bundle" in message
+
+        # a rotation that drops the registry's CA: announced (one gained, one lost), then halted
+        wrong = make_cert("Wrong Root CA")[0]
+        bad = put_bundle(h, wrong)
+        for n in ("rotation", "next-schedule"):
+            h.trigger(id=n)
+            settle(h)
+        told = inbox()
+        assert len(told) == 2, [s for s, _ in told]
+        (announce_subject, announce), (halt_subject, halt) = told
+        assert "1 added, 1 removed" in announce_subject
+        assert f"- CA {name} sha256 {sha}" in announce
+        assert f"+ CA {_ca(wrong)[0]}" in announce
+        assert bad in announce
+        item = rollout(h, bad)
+        assert "halted in cluster prod-a (wave 1)" in halt_subject
+        assert item["halted_node"] in halt
+        assert item["halted_node"] in nodes
+        assert "x509" in halt
+        assert "trust changed: no" in halt
+        for action in ("resume", "rollback"):
+            assert f'\\"rollout\\": \\"{action}\\"' in halt
+
+
+def test_a_topic_that_refuses_is_counted_and_the_halt_still_recorded(capsys):
+    with fleet(5, ALARM_TOPIC_ARN=TOPIC) as (h, nodes, good):  # no such topic: SNS answers NotFound
+        bad = put_bundle(h, make_cert("Wrong Root CA")[0])
+        h.trigger(id="rotation")
+        settle(h)
+        assert rollout(h, bad)["rollout_status"] == "HALTED"
+        # the first bundle's announcement, the rotation's, the halt: each refused, each counted
+        assert sum(emitted(capsys.readouterr().out).get("NotificationsFailed", [])) == 3

@@ -48,3 +48,7 @@ class RecordConflict(RemediatorError):
 
 class MemberAccessDenied(RemediatorError):
     """Central mode: the member account's role cannot be assumed (missing, or it does not trust us)."""
+
+
+class NotificationFailed(RemediatorError):
+    """SNS refused a message to the deployment's topic."""
