@@ -233,7 +233,8 @@ def test_in_flight_limit_and_breaker_act_together_with_waves():
         settle(h)
         assert rollout(h, bad)["rollout_status"] == "HALTED"
         breaker = w.remediator.records.breaker("prod-a")
-        assert breaker["open_until"] > w.clock(), "the one failure opened the breaker (threshold 1)"
+        # the one failure opened the breaker (threshold 1) for BREAKER_OPEN_SECONDS
+        assert breaker["open_until"] - breaker["opened_at"] == 600
         # the breaker's open: a resume goes nowhere until it closes; the halt, not the breaker, held wave 2
         assert sum(sends(h, bad).values()) == 1
         json.dumps(rollout(h, bad), default=str)  # the record reads as plain JSON
@@ -278,8 +279,13 @@ def test_every_change_of_trust_and_a_halt_are_told_to_the_topic_once():
         nodes = w.add_nodes(30)
         h.trigger()
         settle(h)
-        first = inbox()
-        assert len(first) == 1, first
+        # one message per cluster whose trust changes (prod-b, also enrolled, gets its own)
+        received = inbox()
+        assert sorted(s.split(" changes")[0] for s, _ in received) == [
+            "eks-ca-remediator: CA trust of cluster prod-a",
+            "eks-ca-remediator: CA trust of cluster prod-b",
+        ]
+        first = [m for m in received if "prod-a" in m[0]]
         subject, message = first[0]
         assert "prod-a" in subject
         assert "1 added, 0 removed" in subject
@@ -293,7 +299,7 @@ def test_every_change_of_trust_and_a_halt_are_told_to_the_topic_once():
         for n in ("rotation", "next-schedule"):
             h.trigger(id=n)
             settle(h)
-        told = inbox()
+        told = [m for m in inbox() if "prod-a" in m[0]]
         assert len(told) == 2, [s for s, _ in told]
         (announce_subject, announce), (halt_subject, halt) = told
         assert "1 added, 1 removed" in announce_subject
@@ -307,7 +313,7 @@ def test_every_change_of_trust_and_a_halt_are_told_to_the_topic_once():
         assert "x509" in halt
         assert "trust changed: no" in halt
         for action in ("resume", "rollback"):
-            assert f'\\"rollout\\": \\"{action}\\"' in halt
+            assert f'--event \'{{"cluster": "prod-a", "rollout": "{action}"}}\'' in halt
 
 
 def test_a_topic_that_refuses_is_counted_and_the_halt_still_recorded(capsys):
@@ -316,5 +322,6 @@ def test_a_topic_that_refuses_is_counted_and_the_halt_still_recorded(capsys):
         h.trigger(id="rotation")
         settle(h)
         assert rollout(h, bad)["rollout_status"] == "HALTED"
-        # the first bundle's announcement, the rotation's, the halt: each refused, each counted
-        assert sum(emitted(capsys.readouterr().out).get("NotificationsFailed", [])) == 3
+        # the first bundle's announcement and the rotation's for each enrolled cluster (prod-a,
+        # prod-b), prod-a's halt: each refused, each counted
+        assert sum(emitted(capsys.readouterr().out).get("NotificationsFailed", [])) == 5
