@@ -114,20 +114,27 @@ class RecordStore:
         """Set fields on an existing attempt; None when a condition does not hold: `only_if_status_in`,
         or `only_if_unchanged` (each field still has the value read, None = still absent).
         Writing a final status takes the attempt out of the open-attempts index."""
-        names = {f"#upd{i}": name for i, name in enumerate(fields)}
-        values = {f":upd{i}": _to_dynamo(value) for i, value in enumerate(fields.values())}
-        expression = "SET " + ", ".join(f"#upd{i} = :upd{i}" for i in range(len(fields)))
-        if "status" in fields and Status(fields["status"]).terminal:
-            expression += f" REMOVE {OPEN_MARK}, {RECONCILE_AT}"
+        tail = (
+            f" REMOVE {OPEN_MARK}, {RECONCILE_AT}" if "status" in fields and Status(fields["status"]).terminal else ""
+        )
         condition = Attr("pk").exists()
         if only_if_status_in is not None:
             condition &= Attr("status").is_in([s.value for s in only_if_status_in])
         for name, value in (only_if_unchanged or {}).items():
             condition &= Attr(name).not_exists() if value is None else Attr(name).eq(_to_dynamo(value))
+        return self._set_if({"pk": instance_id, "sk": sk}, fields, condition, tail)
+
+    def _set_if(
+        self, key: Mapping[str, str], fields: Mapping[str, Any], condition: Any, tail: str = ""
+    ) -> dict[str, Any] | None:
+        """SET `fields` (then `tail`) on the item `key` when `condition` holds: the item as written,
+        or None when the condition did not hold (another writer moved it first)."""
+        names = {f"#upd{i}": name for i, name in enumerate(fields)}
+        values = {f":upd{i}": _to_dynamo(value) for i, value in enumerate(fields.values())}
         try:
             raw = self._table.update_item(
-                Key={"pk": instance_id, "sk": sk},
-                UpdateExpression=expression,
+                Key=dict(key),
+                UpdateExpression="SET " + ", ".join(f"#upd{i} = :upd{i}" for i in range(len(fields))) + tail,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ConditionExpression=condition,
@@ -370,23 +377,8 @@ class RecordStore:
     ) -> dict[str, Any] | None:
         """Set fields on a rollout item while its status is one of `only_if_status_in` (else None):
         of concurrent writers (status events, sweep passes) one moves it."""
-        names = {f"#r{i}": name for i, name in enumerate(fields)} | {"#st": "rollout_status"}
-        values = {f":r{i}": _to_dynamo(value) for i, value in enumerate(fields.values())}
-        allowed = {f":s{i}": status for i, status in enumerate(only_if_status_in)}
-        try:
-            raw = self._table.update_item(
-                Key={"pk": CLUSTER_PK + cluster, "sk": ROLLOUT_PREFIX + fingerprint},
-                UpdateExpression="SET " + ", ".join(f"#r{i} = :r{i}" for i in range(len(fields))),
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values | allowed,
-                ConditionExpression=f"attribute_exists(pk) AND #st IN ({', '.join(allowed)})",
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return None
-            raise
-        return _from_dynamo(raw["Attributes"])
+        condition = Attr("pk").exists() & Attr("rollout_status").is_in(list(only_if_status_in))
+        return self._set_if({"pk": CLUSTER_PK + cluster, "sk": ROLLOUT_PREFIX + fingerprint}, fields, condition)
 
     def claim_next_pass(self, cluster: str, fingerprint: str, now: float, at: float) -> bool:
         """Note that the rollout's next sweep pass is queued for `at`, unless one is already queued
