@@ -48,3 +48,21 @@ def test_the_reconciler_runs_on_its_schedule_over_the_open_attempts_index():
     from eks_ca_remediator.adapters.records import OPEN_INDEX, OPEN_MARK, RECONCILE_AT
 
     assert (OPEN_INDEX, OPEN_MARK, RECONCILE_AT) == ("open-attempts", "open_attempt", "reconcile_at")
+
+
+@pytest.mark.parametrize("template", ["template.yaml", "member-account.yaml"])
+def test_every_rule_target_of_either_template_retries_then_dead_letters(template):
+    """The rules written as AWS::Events::Rule (central intake, member forwarding), the member
+    pull-failure rule among them: every target retries for 24 hours, then dead-letters."""
+    resources = expand(
+        load_template((ROOT / template).read_text())["Resources"],
+        {"EnrolledClusters": ["prod-a"], "PullFailureSourceLogGroups": ["/eks/prod-a"]},
+    )
+    rules = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::Events::Rule"}
+    assert rules
+    for name, rule in rules.items():
+        for target in rule["Targets"]:
+            assert target["RetryPolicy"] == {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400}, name
+            assert target["DeadLetterConfig"]["Arn"] in (DLQ, {"GetAtt": "ForwardDeadLetterQueue.Arn"}), name
+    if template == "template.yaml":
+        assert "CentralPullFailuresRule" in rules
