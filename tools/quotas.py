@@ -382,6 +382,18 @@ def most_clusters(path: Path, parameters: dict[str, Any]) -> int:
     return (CFN_RESOURCES - (one - (two - one))) // (two - one)
 
 
+def most_clusters_each_with_a_log_group() -> int:
+    """The most clusters one member stack enrolls when each also has a log group the forwarder
+    subscribes (a filter and a permission more per cluster)."""
+
+    def resources(n: int) -> int:
+        parameters = {**MEMBER_PARAMETERS, "PullFailureSourceLogGroups": log_groups(n)}
+        return measure(MEMBER, cluster_names(n, 10), parameters).resources
+
+    one, two = resources(1), resources(2)
+    return (CFN_RESOURCES - (one - (two - one))) // (two - one)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clusters", default="1,15,50,100")
@@ -402,6 +414,11 @@ def main(argv: list[str] | None = None) -> int:
             for problem in figures.problems():
                 print(f"  OVER: {problem}")
                 failed = True
+    print(
+        f"most clusters per stack: template.yaml {most_clusters(HOME, HOME_PARAMETERS)}, member-account.yaml "
+        f"{most_clusters(MEMBER, MEMBER_PARAMETERS)} ({MEMBER_LOG_GROUPS} pull-failure log groups), "
+        f"{most_clusters_each_with_a_log_group()} with a pull-failure log group per cluster"
+    )
     return 1 if failed else 0
 
 
