@@ -12,6 +12,7 @@ member-account.yaml.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from tests.fakes.iam_contract import load as load_template
 from tests.fakes.world import ACCOUNT, REGION, STACK, LambdaContext, World
 from tests.integration.test_central_mode import CENTRAL, MEMBER, ROLE, add_member_node, central_world
 
+ROOT = Path(__file__).resolve().parents[2]
 BUS = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{STACK}-nodes"
 AWS_FILTER = "Container Insights dataplane record (Fluent Bit systemd input + aws filter)"
 JOURNALD = "Fluent Bit journald record as read (systemd input, no rename), regional hostname"
@@ -152,3 +154,17 @@ def test_the_central_rule_takes_member_events_only_and_retries_then_dead_letters
     assert not rule_pattern.matches_event({**event, "account": ACCOUNT})  # the central account's own
     assert not rule_pattern.matches_event({**event, "account": MEMBER, "source": "aws.ec2"})
     assert not rule_pattern.matches_event({**event, "account": MEMBER, "detail-type": "EC2 Instance State-change"})
+
+
+def test_member_pull_failure_sample_event():
+    """events/pull-failure-member.json (for `sam local invoke PullFailureFunction`), its node's
+    hostname swapped for a member node's."""
+    sample = (ROOT / "events/pull-failure-member.json").read_text()
+    with central_world() as (world, member):
+        node = add_member_node(world, member)
+        event = json.loads(for_node(sample, node, private_dns(member.ec2, node)))
+        assert event["account"] == MEMBER
+        assert handler(event, LambdaContext())["nodes"] == 1
+        assert member.ssm.sent_to() == [[node]]
+        [attempt] = world.attempts(node)
+        assert attempt["account"] == MEMBER
