@@ -70,7 +70,7 @@ lint: setup $(SAMVENV)/.installed $(CHKVENV)/.installed
 	shellcheck --exclude SC1091,SC2034,SC2153,SC2154 node/remediate-ca.sh node/lib/*.sh  # each file (cross-module codes off)
 	mkdir -p build && $(PY) tools/ssm_document.py --check --joined build/remediate-ca.joined.sh
 	shellcheck build/remediate-ca.joined.sh  # the one script Run Command runs
-	$(VENV)/bin/cfn-lint template.yaml
+	$(VENV)/bin/cfn-lint template.yaml member-account.yaml
 	$(SAMVENV)/bin/python tools/sar_metadata.py --check
 	PATH=$(dir $(PYTHON)):$$PATH $(SAM) validate --lint --region $(REGION)
 	$(CHKVENV)/bin/python tools/transform_template.py -o build/cfn/template.json

@@ -7,7 +7,7 @@ without the transform, for service-managed StackSets (which accept no macros).
 
 Only what our templates use: loops in Resources over a list or a Ref to a CommaDelimitedList
 parameter, `${Identifier}` replaced in keys and strings, `&{Identifier}` (logical ids) replaced
-by the value without its non-alphanumeric characters. Semantics:
+by the value without its non-alphanumeric characters, `Ref` to the identifier by the value. Semantics:
 https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/intrinsic-function-reference-foreach.html
 """
 
@@ -42,6 +42,8 @@ def _replace(fragment: Any, identifier: str, value: str) -> Any:
     if isinstance(fragment, list):
         return [_replace(item, identifier, value) for item in fragment]
     if isinstance(fragment, dict):
+        if fragment == {"Ref": identifier}:
+            return value
         return {_replace(k, identifier, value): _replace(v, identifier, value) for k, v in fragment.items()}
     return fragment
 
@@ -64,9 +66,14 @@ def expand(section: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any
 
 def expand_template(template: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
     """The template as CloudFormation hands it to the next transform: loops expanded, the
-    AWS::LanguageExtensions transform removed."""
+    AWS::LanguageExtensions transform removed. A list parameter not given takes its default (an
+    empty default is one empty item, as CloudFormation splits it)."""
+    given = dict(parameters)
+    for name, spec in template.get("Parameters", {}).items():
+        if name not in given and spec.get("Type") == "CommaDelimitedList" and "Default" in spec:
+            given[name] = [v.strip() for v in str(spec["Default"]).split(",")]
     expanded = dict(template)
-    expanded["Resources"] = expand(template["Resources"], parameters)
+    expanded["Resources"] = expand(template["Resources"], given)
     transform = template.get("Transform")
     rest = [
         t for t in (transform if isinstance(transform, list) else [transform]) if t and t != "AWS::LanguageExtensions"
@@ -127,10 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Render a template's Fn::ForEach loops offline.")
     parser.add_argument("template", type=Path)
     parser.add_argument("--enrolled-clusters", required=True, help="comma-separated, as EnrolledClusters")
+    parser.add_argument(
+        "--pull-failure-log-groups",
+        default="",
+        help="comma-separated, as member-account.yaml's PullFailureSourceLogGroups (give the StackSet the same value)",
+    )
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
     clusters = [c.strip() for c in args.enrolled_clusters.split(",") if c.strip()]
-    rendered = render(args.template.read_text(encoding="utf-8"), {"EnrolledClusters": clusters})
+    log_groups = [g.strip() for g in args.pull_failure_log_groups.split(",") if g.strip()] or [""]
+    parameters = {"EnrolledClusters": clusters, "PullFailureSourceLogGroups": log_groups}
+    rendered = render(args.template.read_text(encoding="utf-8"), parameters)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(rendered, indent=1) + "\n", encoding="utf-8")
     print(f"{args.template.name} -> {args.output} ({len(rendered['Resources'])} resources, clusters {clusters})")

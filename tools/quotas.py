@@ -288,15 +288,17 @@ def measure(path: Path, clusters: list[str], parameters: dict[str, Any], transla
     values for the other parameters (their defaults otherwise)."""
     text = path.read_text(encoding="utf-8")
     raw = yaml.load(text, Loader=_CfnYaml)  # noqa: S506 - a SafeLoader with CloudFormation's long forms
-    expanded = expand_template(raw, {"EnrolledClusters": clusters})
-    if "AWS::Serverless-2016-10-31" in str(expanded.get("Transform", "")):
-        expanded = translate(expanded) if translator else model_sam(expanded)
     values = {k: v.get("Default", "") for k, v in raw["Parameters"].items()}
     values.update(parameters)
     values["EnrolledClusters"] = clusters
     for name, spec in raw["Parameters"].items():  # list parameters are lists
         if spec["Type"] == "CommaDelimitedList" and isinstance(values[name], str):
             values[name] = [v for v in values[name].split(",") if v]
+    # loops over list parameters (the member template's log groups too); an empty list is one "" item
+    loops = {k: v or [""] for k, v in values.items() if isinstance(v, list)}
+    expanded = expand_template(raw, loops)
+    if "AWS::Serverless-2016-10-31" in str(expanded.get("Transform", "")):
+        expanded = translate(expanded) if translator else model_sam(expanded)
     resources = expanded["Resources"]
     figures = Figures(path.name, len(clusters))
     figures.resources = len(resources)
@@ -339,12 +341,23 @@ def longest_names(count: int) -> int:
     return min(EKS_CLUSTER_NAME_MAX, (CFN_PARAMETER_VALUE - (count - 1)) // count)
 
 
+# Log groups are named with up to 512 characters (CloudWatch Logs CreateLogGroup); each one the
+# member stack subscribes adds a subscription filter and a Lambda permission.
+MEMBER_LOG_GROUPS = 3
 MEMBER_PARAMETERS = {
     "CentralEventBusArn": "arn:aws-us-gov:events:" + "r" * 20 + ":" + "1" * 12 + ":event-bus/" + "b" * 256,
     "CentralAccountId": "1" * 12,
     "CentralDocumentArn": "arn:aws-us-gov:ssm:" + "r" * 20 + ":" + "1" * 12 + ":document/" + "d" * 128,
     "MemberRoleName": "m" * 64,
+    "PullFailureSourceLogGroups": [f"/g{i}/" + "l" * 508 for i in range(MEMBER_LOG_GROUPS)],
 }
+
+
+def log_groups(count: int) -> list[str]:
+    """`count` distinct log group names of the longest length (512)."""
+    return [(f"/g{i:03d}/" + "l" * 512)[:512] for i in range(count)]
+
+
 # A home deployment with every option on: central mode, three of each CA source, names at their
 # longest (the CA source lists are not bounded by the cluster count: see README, Configuration).
 HOME_PARAMETERS = {
@@ -369,6 +382,18 @@ def most_clusters(path: Path, parameters: dict[str, Any]) -> int:
     return (CFN_RESOURCES - (one - (two - one))) // (two - one)
 
 
+def most_clusters_each_with_a_log_group() -> int:
+    """The most clusters one member stack enrolls when each also has a log group the forwarder
+    subscribes (a filter and a permission more per cluster)."""
+
+    def resources(n: int) -> int:
+        parameters = {**MEMBER_PARAMETERS, "PullFailureSourceLogGroups": log_groups(n)}
+        return measure(MEMBER, cluster_names(n, 10), parameters).resources
+
+    one, two = resources(1), resources(2)
+    return (CFN_RESOURCES - (one - (two - one))) // (two - one)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clusters", default="1,15,50,100")
@@ -389,6 +414,11 @@ def main(argv: list[str] | None = None) -> int:
             for problem in figures.problems():
                 print(f"  OVER: {problem}")
                 failed = True
+    print(
+        f"most clusters per stack: template.yaml {most_clusters(HOME, HOME_PARAMETERS)}, member-account.yaml "
+        f"{most_clusters(MEMBER, MEMBER_PARAMETERS)} ({MEMBER_LOG_GROUPS} pull-failure log groups), "
+        f"{most_clusters_each_with_a_log_group()} with a pull-failure log group per cluster"
+    )
     return 1 if failed else 0
 
 

@@ -45,6 +45,7 @@ from eks_ca_remediator.models import (
     AgentWaitMessage,
     CommandInvocationStatusChange,
     InstanceStateChange,
+    MemberPullFailures,
     ScheduledEvent,
 )
 from eks_ca_remediator.sweeps import SweepJob, SweepTrigger
@@ -105,10 +106,13 @@ def _validated(target: str, payload: Any, kind: str, stack: Stack) -> Replay | R
         return Refusal(f"{target} is not replayed by this tool")
     if not isinstance(payload, dict):
         return Refusal(f"{kind} for {target}: payload is {type(payload).__name__}, not a JSON object")
-    if model is None:  # PullFailureFunction: a CloudWatch Logs subscription payload
-        if set(payload) != {"awslogs"} or not isinstance(payload["awslogs"], dict):
+    if model is None:  # PullFailureFunction: a CloudWatch Logs subscription payload, or a member's event
+        if "detail-type" in payload:
+            model = MemberPullFailures
+        elif set(payload) != {"awslogs"} or not isinstance(payload["awslogs"], dict):
             return Refusal(f"{kind} for {target}: not a CloudWatch Logs subscription payload")
-        return Replay(kind, target, payload)
+        else:
+            return Replay(kind, target, payload)
     try:
         parsed = model.model_validate(payload)
     except ValidationError as exc:

@@ -527,6 +527,17 @@ def _assume_role(call: Call) -> Resources:
     return [(call.params["RoleArn"], {"aws:ResourceOrgID": ORGANIZATION})]
 
 
+def _event_buses(call: Call) -> Resources:
+    """PutEvents is authorized on each entry's event bus (its ARN, or its name in the caller's
+    account and region; none: the default bus)."""
+    found: Resources = []
+    for entry in call.params["Entries"]:
+        bus = entry.get("EventBusName") or "default"
+        arn = bus if bus.startswith("arn:") else f"arn:aws:events:{call.region}:{call.account}:event-bus/{bus}"
+        found.append((arn, {}))
+    return found
+
+
 def _secret(call: Call) -> Resources:
     """IAM authorizes a secret by its full ARN (name-<6 random characters>), however it is named."""
     from moto.secretsmanager.models import secretsmanager_backends
@@ -563,6 +574,7 @@ RESOURCES: dict[str, Callable[[Call], Resources]] = {
     "s3:GetObject": lambda c: [(f"arn:aws:s3:::{c.params['Bucket']}/{c.params['Key']}", {})],
     "secretsmanager:GetSecretValue": _secret,
     "acm-pca:GetCertificateAuthorityCertificate": lambda c: [(c.params["CertificateAuthorityArn"], {})],
+    "events:PutEvents": _event_buses,
 }
 
 

@@ -251,6 +251,20 @@ def test_a_pull_failure_destination_record_goes_back_to_the_pull_failure_functio
     assert decision.payload == {"awslogs": {"data": "H4sIAAAA"}}
 
 
+def test_a_member_pull_failure_event_goes_back_to_the_pull_failure_function_of_a_central_stack():
+    """CentralPullFailuresRule's dead letters: a member account's event, replayed where it came
+    from when the stack is central and the event of its region; another region stays."""
+    stack = Stack(ACCOUNT, REGION, {"PullFailureFunction": name("PullFailureFunction")}, {}, central=True)
+    event = json.loads((ROOT / "events/pull-failure-member.json").read_text())
+    attributes = {"TARGET_ARN": arn("PullFailureFunction")}
+    decision = classify(json.dumps(event), attributes, stack)
+    assert (decision.kind, decision.target, decision.payload) == ("eventbridge", "PullFailureFunction", event)
+    elsewhere = classify(json.dumps({**event, "region": "eu-west-1"}), attributes, stack)
+    assert "event of region 'eu-west-1'" in elsewhere.reason
+    broken = classify(json.dumps({**event, "detail": {}}), attributes, stack)
+    assert "detail.logGroup" in broken.reason
+
+
 def test_the_stack_s_functions_and_queues_are_found_by_their_logical_ids():
     from redrive import stack_targets
 

@@ -21,11 +21,14 @@ from quotas import (
     IAM_INLINE_PER_ROLE,
     IAM_MANAGED_POLICY,
     MEMBER,
+    MEMBER_LOG_GROUPS,
     MEMBER_PARAMETERS,
     cluster_names,
+    log_groups,
     longest_names,
     measure,
     most_clusters,
+    most_clusters_each_with_a_log_group,
     size,
 )
 
@@ -33,8 +36,11 @@ TEMPLATES = {"home": (HOME, HOME_PARAMETERS), "member": (MEMBER, MEMBER_PARAMETE
 REALISTIC = 24  # e.g. prod-eu-west-1-payments-7
 COUNTS = (1, 15, 50, 100)
 # The most clusters one stack enrolls (README, Configuration): each adds a role and a parameter.
-MOST_HOME = 211
-MOST_MEMBER = 247
+# The member stack with MEMBER_LOG_GROUPS pull-failure log groups (was 247 without the forwarder);
+# when every cluster has a log group of its own, each adds a filter and a permission too.
+MOST_HOME = 210  # 212 before the central pull-failure rule and the rollouts' SNS publish policy
+MOST_MEMBER = 242
+MOST_MEMBER_EACH_WITH_A_LOG_GROUP = 122
 
 
 @pytest.mark.parametrize("count", COUNTS)
@@ -79,6 +85,21 @@ def test_a_stack_past_the_most_clusters_is_refused_before_anything_is_created():
         at_most = measure(path, cluster_names(most, longest_names(most)), parameters)
         assert at_most.problems() == []  # every other quota holds there too (template 700 KB)
         assert measure(path, cluster_names(most + 1, 10), parameters).resources > CFN_RESOURCES
+
+
+def test_a_member_stack_with_a_log_group_per_cluster():
+    """Each subscribed log group adds a subscription filter and a Lambda permission; the forwarder
+    itself is four resources (function, role, log group, invoke config)."""
+    assert MEMBER_LOG_GROUPS == 3
+    without = measure(MEMBER, cluster_names(1, 10), {**MEMBER_PARAMETERS, "PullFailureSourceLogGroups": ""})
+    with_three = measure(MEMBER, cluster_names(1, 10), MEMBER_PARAMETERS)
+    assert with_three.resources - without.resources == 2 * (MEMBER_LOG_GROUPS - 1)  # "" still writes one pair
+    assert most_clusters_each_with_a_log_group() == MOST_MEMBER_EACH_WITH_A_LOG_GROUP
+    hundred = measure(
+        MEMBER, cluster_names(100, 39), {**MEMBER_PARAMETERS, "PullFailureSourceLogGroups": log_groups(100)}
+    )
+    assert hundred.problems() == []
+    assert hundred.resources == 410
 
 
 def test_the_templates_come_from_s3():

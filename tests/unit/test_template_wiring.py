@@ -75,3 +75,21 @@ def test_the_dashboard_charts_only_metrics_the_product_emits_and_shows_every_ala
     alarms = {n for n, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     [panel] = [w for w in _dashboard()["widgets"] if w["type"] == "alarm"]
     assert {a.removeprefix("${").removesuffix(".Arn}") for a in panel["properties"]["alarms"]} == alarms
+
+
+@pytest.mark.parametrize("template", ["template.yaml", "member-account.yaml"])
+def test_every_rule_target_of_either_template_retries_then_dead_letters(template):
+    """The rules written as AWS::Events::Rule (central intake, member forwarding), the member
+    pull-failure rule among them: every target retries for 24 hours, then dead-letters."""
+    resources = expand(
+        load_template((ROOT / template).read_text())["Resources"],
+        {"EnrolledClusters": ["prod-a"], "PullFailureSourceLogGroups": ["/eks/prod-a"]},
+    )
+    rules = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::Events::Rule"}
+    assert rules
+    for name, rule in rules.items():
+        for target in rule["Targets"]:
+            assert target["RetryPolicy"] == {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400}, name
+            assert target["DeadLetterConfig"]["Arn"] in (DLQ, {"GetAtt": "ForwardDeadLetterQueue.Arn"}), name
+    if template == "template.yaml":
+        assert "CentralPullFailuresRule" in rules

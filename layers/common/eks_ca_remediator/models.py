@@ -120,6 +120,37 @@ class ScheduledEvent(_EventBase):
     detail_type: Literal["Scheduled Event"] = Field(alias="detail-type")
 
 
+# A member account's pull-failure lines, put on the central bus by member-account.yaml's forwarder.
+MEMBER_PULL_FAILURES_SOURCE = "eks-ca-remediator.member"
+MEMBER_PULL_FAILURES_DETAIL_TYPE = "eks-ca-remediator pull failures"
+
+
+class _ForwardedLogEvent(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    message: str
+
+
+class _ForwardedLogs(BaseModel):
+    """The forwarder's detail: one log stream's matching events. Whatever else it holds (an
+    `owner` or `account` field, say) is ignored: the account is the envelope's."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    log_group: Annotated[str, StringConstraints(min_length=1, max_length=512)] = Field(alias="logGroup")
+    log_stream: Annotated[str, StringConstraints(max_length=512)] = Field(alias="logStream")
+    log_events: Annotated[list[_ForwardedLogEvent], Field(max_length=10_000)] = Field(alias="logEvents")
+
+
+class MemberPullFailures(_EventBase):
+    """`eks-ca-remediator pull failures` from a member account (central bus). EventBridge sets
+    `account` to the account that put the event; the detail cannot change it."""
+
+    source: Literal["eks-ca-remediator.member"]
+    detail_type: Literal["eks-ca-remediator pull failures"] = Field(alias="detail-type")
+    detail: _ForwardedLogs
+
+
 # ---------------------------------------------------------------- manual invoke
 
 
