@@ -48,3 +48,8 @@ class RecordConflict(RemediatorError):
 
 class MemberAccessDenied(RemediatorError):
     """Central mode: the member account's role cannot be assumed (missing, or it does not trust us)."""
+
+
+class AccountListingFailed(RemediatorError):
+    """Central mode: AWS Organizations did not list the organisation's accounts (ListAccounts
+    denied: not the management account nor a delegated administrator, or no permission)."""
