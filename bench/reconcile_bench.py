@@ -26,8 +26,8 @@ from bench import moto_env  # first: the environment the handlers are imported i
 moto_env.use(POWERTOOLS_METRICS_DISABLED="true")
 
 from eks_ca_remediator.adapters.records import CLUSTER_PK, IN_FLIGHT  # noqa: E402
-from eks_ca_remediator.reconcile import result_due  # noqa: E402
 from eks_ca_remediator.models import ClusterRef  # noqa: E402
+from eks_ca_remediator.reconcile import result_due  # noqa: E402
 from reconcile import handler  # noqa: E402
 
 from tests.fakes.open_attempts import sent_attempt  # noqa: E402
