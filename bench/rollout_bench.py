@@ -19,7 +19,12 @@ from eks_ca_remediator.logic.rollout import KICK_SECONDS
 from eks_ca_remediator.rollouts import DEFAULT_WAVES, Rollout, parse_waves, wave_move, wave_targets
 from eks_ca_remediator.safety import in_flight_budget
 
-COMMAND_SECONDS = 90  # SendCommand to result: delivery, install, containerd restart, verification
+# SendCommand to the node's result event: the node script's own run is measured at 0.4-3.9 s in
+# the node lab (README, Benchmarks: every image, restart included); the rest is SSM delivering the
+# command to the agent and the status event reaching EventBridge and our function, which AWS does
+# not publish a figure for. 30 s is our assumption for it all; the bench prints the figure for
+# slower commands too, and the slowest command the defaults still meet the goal with.
+COMMAND_SECONDS = 30
 BAKE_SECONDS = 60  # ROLLOUT_BAKE_SECONDS' default
 LIMIT = 500  # MAX_IN_FLIGHT_PER_CLUSTER's default
 BATCH = 50
@@ -54,6 +59,27 @@ def simulate(
         now += 1
 
 
+def slowest_within(nodes: int, goal_seconds: int) -> int:
+    """The longest node command (s) with which the defaults still reach every node within the goal."""
+    low, high = 1, 600
+    while low < high:
+        mid = (low + high + 1) // 2
+        if simulate(nodes, command_seconds=mid)["seconds"] <= goal_seconds:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def figures() -> list[tuple[str, str]]:
+    result = simulate(5000)
+    return [
+        ("every node reached, defaults (simulated min)", f"{result['seconds'] / 60:.1f} (goal <= 15)"),
+        ("SendCommand calls per node", f"{result['calls'] / 5000:.3f}"),
+        ("slowest node command meeting the goal (s)", str(slowest_within(5000, 15 * 60))),
+    ]
+
+
 def main() -> None:
     nodes = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     result = simulate(nodes)
@@ -63,9 +89,10 @@ def main() -> None:
     print(
         f"  waves: {result['waves']}; SendCommand calls: {result['calls']:.0f}, per node {result['calls'] / nodes:.3f}"
     )
-    for seconds in (60, 120, 180):
+    for seconds in (60, 90, 120):
         slower = simulate(nodes, command_seconds=seconds)
         print(f"  with {seconds} s per node command: {slower['seconds'] / 60:.1f} min")
+    print(f"  the goal holds with the defaults for node commands of up to {slowest_within(nodes, 15 * 60)} s")
     for limit in (1000, 2500):
         wider = simulate(nodes, limit=limit)
         print(f"  with MaxInFlightPerCluster {limit}: {wider['seconds'] / 60:.1f} min")

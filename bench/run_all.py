@@ -342,6 +342,7 @@ def other_benches(skip_nodelab: bool) -> list[Row]:
         ("pull-failure burst", "pull_failure_bench.py"),
         ("sweep", "sweep_bench.py"),
         ("reconciler", "reconcile_bench.py"),
+        ("rollout of 5,000 nodes", "rollout_bench.py"),
     ):
         path = ROOT / "bench" / filename
         if not path.exists():

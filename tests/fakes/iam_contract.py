@@ -561,6 +561,7 @@ RESOURCES: dict[str, Callable[[Call], Resources]] = {
     "dynamodb:DeleteItem": _table,
     "dynamodb:Query": _table,
     "sqs:SendMessage": _queue,
+    "sns:Publish": lambda c: [(c.params["TopicArn"], {})],
     "sts:AssumeRole": _assume_role,
     "s3:GetObject": lambda c: [(f"arn:aws:s3:::{c.params['Bucket']}/{c.params['Key']}", {})],
     "secretsmanager:GetSecretValue": _secret,

@@ -30,6 +30,7 @@ import boto3
 from aws_lambda_powertools.utilities import parameters
 from eks_ca_remediator import edge, wiring
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
+from eks_ca_remediator.adapters.notify import Notifier
 from eks_ca_remediator.adapters.records import RecordStore
 from eks_ca_remediator.adapters.ssm import RunCommand, SendRoles
 from eks_ca_remediator.logic.remediation import Remediator
@@ -134,6 +135,8 @@ def deployment_parameters(settings: Settings) -> dict[str, Any]:
         "CaBundleInline": settings.ca_bundle_inline,
         **{k: sorted(set(v)) for k, v in arns.items()},
     }
+    if settings.alarm_topic_arn:
+        parameters["AlarmTopicArn"] = settings.alarm_topic_arn
     if settings.central:
         parameters |= {"OrganizationId": iam_contract.ORGANIZATION, "MemberRoleName": settings.member_role_name}
     return parameters
@@ -362,6 +365,9 @@ class World:
                 ec2=Ec2Reader(ec2),
                 queue=queue,
                 clock=clock,
+                notifier=Notifier(boto3.client("sns", region_name=REGION), settings.alarm_topic_arn)
+                if settings.alarm_topic_arn
+                else None,
             )
             world = cls(clock, fake_ssm, queue, settings, remediator, ec2, table, ssm_parameters, ca_pem, send_roles)
             original = wiring.home_remediator

@@ -33,7 +33,7 @@ from on_launch import handler as on_launch
 from remediate import handler as remediate
 from sweep import handler as sweep
 
-from tests.fakes.world import FakeQueue, LambdaContext, World, node_output
+from tests.fakes.world import SWEEP_QUEUE_URL, FakeQueue, LambdaContext, World, node_output
 
 LIMIT = 25
 TRIGGERS = {"prod-a": ("launch", 100), "prod-b": ("manual", 80), "prod-c": ("sweep", 60)}
@@ -167,14 +167,14 @@ def test_lossy_status_events_end_in_true_final_records_without_leaked_leases():
         BREAKER_FAILURE_THRESHOLD="1000",
         SAFETY_RECHECK_SECONDS="180",
         COMMAND_TIMEOUT_SECONDS="120",
-        SWEEP_QUEUE_URL="https://sqs.us-east-1.amazonaws.com/123456789012/sweep",
+        SWEEP_QUEUE_URL=SWEEP_QUEUE_URL,
     ) as world:
         bus = LossyBus(random.Random(rng.random()))
         fleet = Fleet(world, bus, random.Random(rng.random()))
         fleet.watch_sends()
         world.ssm.throttle_share["GetCommandInvocation"] = 0.25
         world.ssm.rng = random.Random(rng.random())
-        sweep_queue = FakeQueue(world.clock)
+        sweep_queue = FakeQueue(world.clock, url=SWEEP_QUEUE_URL)
         original_sweeper, wiring.sweeper = wiring.sweeper, lambda: Sweeper(world.remediator, sweep_queue)
         try:
             index = 0

@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import boto3
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from eks_ca_remediator.logic.plans import current_bundle
 from eks_ca_remediator.models import ClusterRef
 from eks_ca_remediator.rollouts import trust_changed
@@ -19,6 +22,7 @@ from remediate import handler as remediate
 
 from tests.fakes.pki import make_cert
 from tests.fakes.world import BUNDLE_PARAMETER, LambdaContext
+from tests.integration.test_metrics import emitted
 from tests.integration.test_sweep import Harness, harness
 
 REGISTRY_CA = make_cert("Registry Root CA")[0]
@@ -154,17 +158,23 @@ def test_waves_go_1_then_10_50_100_percent_and_other_triggers_send_the_good_bund
         assert manual({"instance_id": forced, "force": True})["records"][0]["fingerprint"] == new
 
         seen: list[int] = []
+        order: list[str] = []
         for _ in range(2000):
             w.finish_all()
             h.drain(rounds=1)
-            total = sum(sends(h, new).values())
+            sent = sends(h, new)
+            order += [n for n in sent if n not in order]
+            total = sum(sent.values())
             if not seen or total != seen[-1]:
                 seen.append(total)
             if not h.queue.pending:
                 break
             w.clock.advance(10)
-        # cumulative sends: 1 (+1 forced), then to 10 % (5 of 42), 50 % (21), 100 % (42)
-        assert seen == [2, 5, 21, 42]
+        # cumulative sends: 1 (+1 forced), then to 10 % (5 of 42), 50 % (21), 100 % (42); the node
+        # given the good bundle by hand is still in its cooldown (InstanceCooldownSeconds, 300 s)
+        # when the last wave starts, so it is sent after the others
+        assert seen == [2, 5, 21, 41, 42]
+        assert order[-1] == late
         assert rollout(h, new)["rollout_status"] == "COMPLETE"
         assert manual({"instance_id": late})["records"][0]["fingerprint"] == new
 
@@ -224,7 +234,95 @@ def test_in_flight_limit_and_breaker_act_together_with_waves():
         settle(h)
         assert rollout(h, bad)["rollout_status"] == "HALTED"
         breaker = w.remediator.records.breaker(ClusterRef("prod-a"))
-        assert breaker["open_until"] > w.clock(), "the one failure opened the breaker (threshold 1)"
+        # the one failure opened the breaker (threshold 1) for BREAKER_OPEN_SECONDS
+        assert breaker["open_until"] - breaker["opened_at"] == 600
         # the breaker's open: a resume goes nowhere until it closes; the halt, not the breaker, held wave 2
         assert sum(sends(h, bad).values()) == 1
         json.dumps(rollout(h, bad), default=str)  # the record reads as plain JSON
+
+
+TOPIC = "arn:aws:sns:us-east-1:123456789012:platform-alarms"
+
+
+def _inbox(topic: str) -> Any:
+    """A queue subscribed to the topic, as an on-call's mail would be; returns a reader of
+    (subject, message) pairs received since the last read."""
+    sns, sqs = boto3.client("sns", region_name="us-east-1"), boto3.client("sqs", region_name="us-east-1")
+    sns.create_topic(Name=topic.rsplit(":", 1)[1])
+    url = sqs.create_queue(QueueName="on-call")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+
+    def read() -> list[tuple[str, str]]:
+        got = []
+        while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+            for m in batch:
+                envelope = json.loads(m["Body"])
+                got.append((envelope.get("Subject", ""), envelope["Message"]))
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        return got
+
+    return read
+
+
+def _ca(pem: str) -> tuple[str, str, str]:
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    sha = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return cert.subject.rfc4514_string(), sha, cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_every_change_of_trust_and_a_halt_are_told_to_the_topic_once():
+    with harness(**(WAVES | {"ALARM_TOPIC_ARN": TOPIC})) as h:
+        w = h.world
+        inbox = _inbox(TOPIC)
+        w.registry_ca = REGISTRY_CA
+        put_bundle(h, REGISTRY_CA)
+        nodes = w.add_nodes(30)
+        h.trigger()
+        settle(h)
+        # one message per cluster whose trust changes (prod-b, also enrolled, gets its own)
+        received = inbox()
+        assert sorted(s.split(" changes")[0] for s, _ in received) == [
+            "eks-ca-remediator: CA trust of cluster prod-a",
+            "eks-ca-remediator: CA trust of cluster prod-b",
+        ]
+        first = [m for m in received if "prod-a" in m[0]]
+        subject, message = first[0]
+        assert "prod-a" in subject
+        assert "1 added, 0 removed" in subject
+        name, sha, not_after = _ca(REGISTRY_CA)
+        assert f"+ CA {name} sha256 {sha} not after {not_after}" in message
+        assert "first bundle" in message
+
+        # a rotation that drops the registry's CA: announced (one gained, one lost), then halted
+        wrong = make_cert("Wrong Root CA")[0]
+        bad = put_bundle(h, wrong)
+        for n in ("rotation", "next-schedule"):
+            h.trigger(id=n)
+            settle(h)
+        told = [m for m in inbox() if "prod-a" in m[0]]
+        assert len(told) == 2, [s for s, _ in told]
+        (announce_subject, announce), (halt_subject, halt) = told
+        assert "1 added, 1 removed" in announce_subject
+        assert f"- CA {name} sha256 {sha}" in announce
+        assert f"+ CA {_ca(wrong)[0]}" in announce
+        assert bad in announce
+        item = rollout(h, bad)
+        assert "halted in cluster prod-a (wave 1)" in halt_subject
+        assert item["halted_node"] in halt
+        assert item["halted_node"] in nodes
+        assert "x509" in halt
+        assert "trust changed: no" in halt
+        for action in ("resume", "rollback"):
+            assert f'--event \'{{"cluster": "prod-a", "rollout": "{action}"}}\'' in halt
+
+
+def test_a_topic_that_refuses_is_counted_and_the_halt_still_recorded(capsys):
+    with fleet(5, ALARM_TOPIC_ARN=TOPIC) as (h, nodes, good):  # no such topic: SNS answers NotFound
+        bad = put_bundle(h, make_cert("Wrong Root CA")[0])
+        h.trigger(id="rotation")
+        settle(h)
+        assert rollout(h, bad)["rollout_status"] == "HALTED"
+        # the first bundle's announcement and the rotation's for each enrolled cluster (prod-a,
+        # prod-b), prod-a's halt: each refused, each counted
+        assert sum(emitted(capsys.readouterr().out).get("NotificationsFailed", [])) == 5

@@ -21,7 +21,7 @@ from remediate import handler as remediate
 from sweep import handler as sweep
 
 from tests.fakes.pki import make_cert
-from tests.fakes.world import BUNDLE_PARAMETER, FakeQueue, LambdaContext, World
+from tests.fakes.world import BUNDLE_PARAMETER, SWEEP_QUEUE_URL, FakeQueue, LambdaContext, World
 from tests.integration.test_safety import fail_launch
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -82,9 +82,9 @@ class Harness:
 @contextmanager
 def harness(**env: str) -> Iterator[Harness]:
     # one wave: these tests are about the sweep itself (test_rollouts.py: the waves)
-    env = {"SWEEP_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/sweep", "ROLLOUT_WAVES": "100%", **env}
+    env = {"SWEEP_QUEUE_URL": SWEEP_QUEUE_URL, "ROLLOUT_WAVES": "100%", **env}
     with World.create(**env) as world:
-        queue = FakeQueue(world.clock)
+        queue = FakeQueue(world.clock, url=SWEEP_QUEUE_URL)
         sweeper = Sweeper(remediator=world.remediator, queue=queue)
         world.remediator.sweep_queue = queue  # results queue a rollout's next pass
         original = wiring.sweeper

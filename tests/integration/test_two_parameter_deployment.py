@@ -5,98 +5,58 @@ settings are taken from it, and the launch flow runs on that configuration."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from eks_ca_remediator import __version__
-from language_extensions import expand_template
 from on_launch import handler as on_launch
 from ssm_document import load_template
 
+from tests.fakes import iam_contract
 from tests.fakes.world import ACCOUNT, BUNDLE_PARAMETER, DOCUMENT, REGION, LambdaContext, World, node_output
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = "eks-ca-remediator"
 OVERRIDES = {"EnrolledClusters": "dev-a", "CaBundleParameterName": "eks-ca-remediator/ca-bundle"}
-PSEUDO = {"AWS::StackName": STACK, "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws"}
 # physical ids of the resources the environment names (what CloudFormation would give them)
-PHYSICAL = {
-    "RecordsTable": "eks-ca-remediator-RecordsTable-1ABC",
-    "RemediationDocument": DOCUMENT,
-    "AgentWaitQueue": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/eks-ca-remediator-AgentWaitQueue-1ABC",
-}
+NAMES = iam_contract.merge(
+    iam_contract.Names({"RecordsTable": "eks-ca-remediator-RecordsTable-1ABC", "RemediationDocument": DOCUMENT}),
+    iam_contract.queue_names("AgentWaitQueue", f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{STACK}-AgentWait-1ABC"),
+    iam_contract.queue_names("SweepQueue", f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{STACK}-Sweep-1ABC"),
+)
 
 
-class Rendered:
+class Deployment:
+    """template.yaml as CloudFormation deploys it with exactly OVERRIDES (the IAM contract's
+    renderer: Fn::ForEach expanded, SAM's translator, conditions and intrinsic functions)."""
+
     def __init__(self, overrides: dict[str, str]) -> None:
-        raw = load_template((ROOT / "template.yaml").read_text())
-        self.parameters: dict[str, Any] = {}
-        for name, spec in raw["Parameters"].items():
-            value = overrides.get(name, spec.get("Default"))
-            if value is None:
-                raise AssertionError(f"parameter {name} has no default and was not given")
-            self.parameters[name] = value.split(",") if spec["Type"] == "CommaDelimitedList" else str(value)
-        self.template = expand_template(raw, {"EnrolledClusters": self.parameters["EnrolledClusters"]})
-        self.conditions = self.template.get("Conditions", {})
-
-    def condition(self, name: str) -> bool:
-        return bool(self.value(self.conditions[name]))
-
-    def value(self, node: Any) -> Any:  # noqa: C901 - one branch per intrinsic function
-        if not isinstance(node, dict):
-            return node
-        [(fn, arg)] = node.items()
-        fn = fn.removeprefix("Fn::")
-        if fn == "Ref":
-            for known in (PSEUDO, self.parameters, PHYSICAL):
-                if arg in known:
-                    return known[arg]
-            raise AssertionError(f"Ref {arg}: not a parameter nor a resource the environment names")
-        if fn == "Condition":
-            return self.condition(arg)
-        if fn == "If":
-            return self.value(arg[1] if self.condition(arg[0]) else arg[2])
-        if fn == "Not":
-            return not self.value(arg[0])
-        if fn == "Or":
-            return any(self.value(a) for a in arg)
-        if fn == "And":
-            return all(self.value(a) for a in arg)
-        if fn == "Equals":
-            return self.value(arg[0]) == self.value(arg[1])
-        if fn == "Join":
-            return arg[0].join(str(v) for v in self.value(arg[1]))
-        if fn == "Sub":
-            text = arg if isinstance(arg, str) else arg[0]
-            return re.sub(r"\$\{([^}!.]+)\}", lambda m: str(self.value({"Ref": m.group(1)})), text)
-        raise AssertionError(f"no resolver for {fn}")
+        self.rendered = iam_contract.Rendered(
+            iam_contract.load(ROOT / "template.yaml"), overrides, ACCOUNT, REGION, NAMES, STACK
+        )
 
     def environment(self, function: str) -> dict[str, str]:
-        variables = dict(self.template["Globals"]["Function"]["Environment"]["Variables"])
-        own = self.template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {})
-        return {k: str(self.value(v)) for k, v in (variables | own).items()}
+        """The function's environment as Lambda gets it (SAM merged Globals into it)."""
+        variables = self.rendered.resources[function]["Properties"]["Environment"]["Variables"]
+        return {k: str(v) for k, v in self.rendered.value(variables).items()}
 
     def stored_settings(self) -> dict[str, str]:
         """The Settings* SSM parameters the stack creates: name -> value (the direct children of
         the settings path, as the functions read them: GetParametersByPath, not recursive; the
         send roles' ARNs lie below, in send-roles/)."""
         stored = {}
-        for resource in self.template["Resources"].values():
-            if resource["Type"] != "AWS::SSM::Parameter" or "/settings/" not in str(resource["Properties"]["Name"]):
+        for logical_id, resource in self.rendered.resources.items():
+            if resource["Type"] != "AWS::SSM::Parameter" or not self.rendered.exists(logical_id):
                 continue
-            if "Condition" in resource and not self.condition(resource["Condition"]):
-                continue
-            name = self.value(resource["Properties"]["Name"])
+            name = self.rendered.value(resource["Properties"]["Name"])
             if name.rsplit("/", 1)[0] == f"/{STACK}/settings":
-                stored[name] = self.value(resource["Properties"]["Value"])
+                stored[name] = self.rendered.value(resource["Properties"]["Value"])
         return stored
 
 
 @pytest.fixture(scope="module")
-def rendered() -> Rendered:
-    return Rendered(OVERRIDES)
+def rendered() -> Deployment:
+    return Deployment(OVERRIDES)
 
 
 def test_only_enrolled_clusters_has_no_default():
@@ -113,7 +73,7 @@ def test_rendered_configuration_is_what_the_user_asked_for(rendered):
     assert env["MEMBER_ROLE_NAME"] == ""  # single account: central mode stays off
     assert rendered.stored_settings() == {f"/{STACK}/settings/ENROLLED_CLUSTERS": "dev-a"}
     # one send role, and the parameter naming it, for the one enrolled cluster
-    assert [k for k in rendered.template["Resources"] if k.startswith("SendRole")] == [
+    assert [k for k in rendered.rendered.source["Resources"] if k.startswith("SendRole")] == [
         "SendRoledeva",
         "SendRoleArnOfdeva",
     ]  # &{Cluster} keeps alphanumerics

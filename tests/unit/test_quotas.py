@@ -33,7 +33,7 @@ TEMPLATES = {"home": (HOME, HOME_PARAMETERS), "member": (MEMBER, MEMBER_PARAMETE
 REALISTIC = 24  # e.g. prod-eu-west-1-payments-7
 COUNTS = (1, 15, 50, 100)
 # The most clusters one stack enrolls (README, Configuration): each adds a role and a parameter.
-MOST_HOME = 212
+MOST_HOME = 211
 MOST_MEMBER = 247
 
 

@@ -48,3 +48,30 @@ def test_the_reconciler_runs_on_its_schedule_over_the_open_attempts_index():
     from eks_ca_remediator.adapters.records import OPEN_INDEX, OPEN_MARK, RECONCILE_AT
 
     assert (OPEN_INDEX, OPEN_MARK, RECONCILE_AT) == ("open-attempts", "open_attempt", "reconcile_at")
+
+
+def _dashboard() -> dict[str, Any]:
+    import json
+
+    body = RESOURCES["Dashboard"]["Properties"]["DashboardBody"]
+    text = body["Sub"] if isinstance(body, dict) else body
+    return json.loads(text)
+
+
+def test_the_dashboard_charts_only_metrics_the_product_emits_and_shows_every_alarm():
+    from eks_ca_remediator import telemetry
+
+    emitted = {v for k, v in vars(telemetry).items() if k.isupper() and isinstance(v, str)}
+    charted = {
+        m[1]
+        for w in _dashboard()["widgets"]
+        if w["type"] == "metric"
+        for m in w["properties"]["metrics"]
+        if len(m) > 1 and m[0] == "EksCaRemediator"
+    }
+    assert charted <= emitted, charted - emitted
+    # the metrics a user asked to see: rollouts (issue "Safe CA changes") and nodes left out
+    assert {"TrustChanged", "RolloutHalted", "NotificationsFailed", "NodesWithoutSsmAgent"} <= charted
+    alarms = {n for n, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    [panel] = [w for w in _dashboard()["widgets"] if w["type"] == "alarm"]
+    assert {a.removeprefix("${").removesuffix(".Arn}") for a in panel["properties"]["alarms"]} == alarms

@@ -50,6 +50,10 @@ class MemberAccessDenied(RemediatorError):
     """Central mode: the member account's role cannot be assumed (missing, or it does not trust us)."""
 
 
+class NotificationFailed(RemediatorError):
+    """SNS refused a message to the deployment's topic."""
+
+
 class AccountListingFailed(RemediatorError):
     """Central mode: AWS Organizations did not list the organisation's accounts (ListAccounts
     denied: not the management account nor a delegated administrator, or no permission)."""

@@ -50,6 +50,16 @@ class Settings(BaseModel):
     # Rollouts of a new bundle (rollouts.py): cumulative waves, and the bake time between them.
     rollout_waves: Annotated[str, Field(default=DEFAULT_WAVES, max_length=64, alias="ROLLOUT_WAVES")]
     rollout_bake_seconds: Annotated[int, Field(default=60, ge=0, le=86400, alias="ROLLOUT_BAKE_SECONDS")]
+    # The topic the alarms notify (AlarmTopicArn): also told in words of a change of trust and a
+    # rollout's halt (adapters/notify.py). Empty: log lines and metrics only.
+    alarm_topic_arn: Annotated[
+        str,
+        Field(
+            default="",
+            pattern=r"^$|^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$",
+            alias="ALARM_TOPIC_ARN",
+        ),
+    ]
     _bundle_sources: dict[str, tuple[BundleSource, ...]] = PrivateAttr(default_factory=dict)
     agent_wait_queue_url: Annotated[str, Field(default="", alias="AGENT_WAIT_QUEUE_URL")]
     default_strategy: Annotated[Strategy, Field(default=Strategy.AUTO, alias="DEFAULT_STRATEGY")]

@@ -34,6 +34,7 @@ CIRCUIT_BREAKER_OPEN = "CircuitBreakerOpen"
 CA_EXPIRING_SOON = "CaExpiringSoon"
 ROLLOUT_HALTED = "RolloutHalted"  # a bundle's rollout halted by a failure (once per rollout)
 ROLLOUT_COMPLETED = "RolloutCompleted"
+NOTIFICATIONS_FAILED = "NotificationsFailed"  # SNS refused a message in words (the alarm still fires)
 TRUST_CHANGED = "TrustChanged"  # CAs a cluster's bundle gains or loses, announced before its first wave
 # Open attempts the reconciler made final (or whose lost agent-wait re-check it queued again):
 # each is a status event or re-check that never arrived. Alarm: non-zero every hour for a day.

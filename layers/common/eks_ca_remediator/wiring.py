@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from eks_ca_remediator.adapters import ca_sources, clients, organizations
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
+from eks_ca_remediator.adapters.notify import Notifier
 from eks_ca_remediator.adapters.queue import AgentWaitQueue, DelayQueue
 from eks_ca_remediator.adapters.records import RecordStore
 from eks_ca_remediator.adapters.ssm import RunCommand, SendRoles
@@ -79,6 +80,7 @@ def home_remediator() -> Remediator:
         else None,
         clock=time.time,
         sweep_queue=DelayQueue(clients.client("sqs"), settings.sweep_queue_url) if settings.sweep_queue_url else None,
+        notifier=Notifier(clients.client("sns"), settings.alarm_topic_arn) if settings.alarm_topic_arn else None,
     )
 
 

@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from eks_ca_remediator import __version__, telemetry
 from eks_ca_remediator.adapters.ec2 import Ec2Reader, Instance
+from eks_ca_remediator.adapters.notify import Notifier
 from eks_ca_remediator.adapters.queue import AgentWaitQueue, DelayQueue
 from eks_ca_remediator.adapters.records import OPEN, OPEN_MARK, RECONCILE_AT, Claim, RecordStore, attempt_sk
 from eks_ca_remediator.adapters.ssm import BOTTLEROCKET, RunCommand
@@ -85,6 +86,8 @@ class Remediator:
     account: str | None = None
     # The sweep queue: results of a rollout's nodes queue its next sweep pass (logic/rollout.py).
     sweep_queue: DelayQueue | None = None
+    # The deployment's SNS topic (ALARM_TOPIC_ARN): a change of trust and a rollout's halt, in words.
+    notifier: Notifier | None = None
 
     def cluster(self, name: str) -> ClusterRef:
         """The cluster `name` of this Remediator's account: the key of its state (models.ClusterRef)."""

@@ -17,7 +17,7 @@ from aws_lambda_powertools import Logger
 
 from eks_ca_remediator import telemetry
 from eks_ca_remediator.bundle import CaBundle, canonical_bundle
-from eks_ca_remediator.errors import InvalidRequest
+from eks_ca_remediator.errors import InvalidRequest, NotificationFailed
 from eks_ca_remediator.logic.plans import build_plan
 from eks_ca_remediator.logic.remediation import Remediator, iso
 from eks_ca_remediator.models import ClusterRef, Status, Target, Trigger
@@ -33,6 +33,25 @@ ROLLING = (RolloutStatus.ROLLING.value,)
 
 def _cas(bundle: CaBundle) -> tuple[tuple[str, str, str], ...]:
     return tuple((c.subject, c.sha256, c.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")) for c in bundle.certificates)
+
+
+def _invoke(cluster: str, action: str, account: str | None = None) -> str:
+    """The manual invoke that resumes or rolls back a rollout (a member account's names its account)."""
+    named = f', "account": "{account}"' if account else ""
+    return f'sam remote invoke RemediateFunction --event \'{{"cluster": "{cluster}"{named}, "rollout": "{action}"}}\''
+
+
+def notify(remediator: Remediator, subject: str, lines: list[str]) -> None:
+    """Tell the deployment's SNS topic (AlarmTopicArn), when it has one. A refusal is logged and
+    counted (NotificationsFailed), not raised: the state it tells of is already recorded, and a
+    retried event would not say it again (the writes before it are conditional: said once)."""
+    if remediator.notifier is None:
+        return
+    try:
+        remediator.notifier.publish(f"eks-ca-remediator: {subject}", "\n".join(lines))
+    except NotificationFailed as exc:
+        logger.error("the SNS message was not delivered; the log line above says the same", error=str(exc))
+        telemetry.count(telemetry.NOTIFICATIONS_FAILED)
 
 
 def good_item(remediator: Remediator, cluster: str) -> dict[str, Any] | None:
@@ -122,6 +141,20 @@ def announce(remediator: Remediator, cluster: str, bundle: CaBundle, good: dict[
         changes=lines,
     )
     telemetry.count(telemetry.TRUST_CHANGED, len(change.added) + len(change.removed))
+    waves = remediator.settings.rollout_waves
+    notify(
+        remediator,
+        f"CA trust of cluster {cluster} changes: {len(change.added)} added, {len(change.removed)} removed",
+        [
+            f"The CA bundle {bundle.fingerprint} rolls out to cluster {cluster} in waves ({waves}, "
+            f"bake {remediator.settings.rollout_bake_seconds} s), replacing "
+            + (f"the good bundle {good['fingerprint']}." if good else "nothing (the cluster's first bundle)."),
+            "",
+            *lines,
+            "",
+            "Watch: eks-ca-remediator status",
+        ],
+    )
     return lines
 
 
@@ -220,6 +253,22 @@ def _halt(remediator: Remediator, rollout: Rollout, record: dict[str, Any]) -> N
         trust_changed=committed,
         resume=f'{{"cluster": "{rollout.cluster}", "rollout": "resume"}}',
         rollback=f'{{"cluster": "{rollout.cluster}", "rollout": "rollback"}}',
+    )
+    notify(
+        remediator,
+        f"rollout halted in cluster {rollout.cluster} (wave {rollout.wave + 1})",
+        [
+            f"The rollout of CA bundle {rollout.fingerprint} to cluster {rollout.cluster} halted in wave "
+            f"{rollout.wave + 1}: nothing more is sent with it.",
+            f"Node: {node}",
+            f"Reason: {reason}",
+            "That node's trust changed: " + ("yes" if committed else "no (the bundle was rejected before commit)"),
+            "",
+            "Once the cause is fixed, resume:",
+            f"  {_invoke(rollout.cluster, 'resume', record.get('account'))}",
+            "Or roll the nodes it changed back to the good bundle:",
+            f"  {_invoke(rollout.cluster, 'rollback', record.get('account'))}",
+        ],
     )
 
 
