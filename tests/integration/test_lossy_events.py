@@ -25,6 +25,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 from eks_ca_remediator import wiring
 from eks_ca_remediator.errors import AttemptNotFound, InvocationUnreadable
+from eks_ca_remediator.logic.plans import current_bundle
+from eks_ca_remediator.logic.rollout import set_good
 from eks_ca_remediator.logic.sweep import Sweeper
 from eks_ca_remediator.models import ClusterRef
 from eks_ca_remediator.sweeps import SweepJob
@@ -192,6 +194,10 @@ def test_lossy_status_events_end_in_true_final_records_without_leaked_leases():
                     for node in nodes:
                         remediate({"instance_id": node, "reason": "fault run"}, LambdaContext())
                 else:
+                    # the sweep brings drifted nodes to the cluster's good bundle (its rollout
+                    # completed before): at once, as rollouts in waves are test_rollouts.py's subject
+                    bundle = current_bundle(world.settings, cluster, world.clock())
+                    set_good(world.remediator, cluster, bundle, world.clock())
                     job = SweepJob(origin="fault-run", cluster=cluster, started_at=world.clock())
                     sweep_queue.schedule(job, 0)
 

@@ -76,7 +76,7 @@ def rollout_for_sweep(remediator: Remediator, job: SweepJob, bundle: CaBundle, n
         mine = _start(remediator, job, bundle, good, items, now)
     rollout = Rollout.from_item(mine)
     if rollout.status is RolloutStatus.COMPLETE:
-        _set_good(remediator, cluster.name, bundle, now)  # the source went back to a bundle that completed
+        set_good(remediator, cluster.name, bundle, now)  # the source went back to a bundle that completed
         return None
     if rollout.status is RolloutStatus.SUPERSEDED:  # the source went back to this bundle: from wave 1
         fields = {"rollout_status": RolloutStatus.ROLLING.value, "wave": 0, "wave_done_at": None}
@@ -158,7 +158,7 @@ def announce(remediator: Remediator, cluster: str, bundle: CaBundle, good: dict[
     return lines
 
 
-def _set_good(remediator: Remediator, cluster: str, bundle: CaBundle, now: float) -> None:
+def set_good(remediator: Remediator, cluster: str, bundle: CaBundle, now: float) -> None:
     remediator.records.set_good_bundle(
         remediator.cluster(cluster),
         {
@@ -180,7 +180,7 @@ def complete(remediator: Remediator, rollout: Rollout, bundle: CaBundle, now: fl
     )
     if done is None:
         return
-    _set_good(remediator, rollout.cluster, bundle, now)
+    set_good(remediator, rollout.cluster, bundle, now)
     telemetry.count(telemetry.ROLLOUT_COMPLETED)
     logger.info("rollout complete: the cluster's good bundle", cluster=rollout.cluster, fingerprint=bundle.fingerprint)
 
