@@ -26,6 +26,7 @@ from bench import moto_env  # first: the environment the handlers are imported i
 moto_env.use(POWERTOOLS_METRICS_DISABLED="true")
 
 from eks_ca_remediator.adapters.records import CLUSTER_PK, IN_FLIGHT  # noqa: E402
+from eks_ca_remediator.models import ClusterRef  # noqa: E402
 from eks_ca_remediator.reconcile import result_due  # noqa: E402
 from reconcile import handler  # noqa: E402
 
@@ -88,7 +89,7 @@ def run(total: int = 1000) -> dict[str, object]:
         statuses: Counter[str] = Counter()
         for page in world.table.meta.client.get_paginator("scan").paginate(TableName=world.table.name):
             statuses.update(i["status"] for i in page["Items"] if i["sk"].startswith("ATTEMPT#"))
-        left = len(world.remediator.records.leases("prod-a")[0])
+        left = len(world.remediator.records.leases(ClusterRef("prod-a"))[0])
         calls = pass_calls
 
     per = 1000 / total

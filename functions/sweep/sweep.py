@@ -37,7 +37,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """A failed job raises: SQS redelivers it and, after maxReceiveCount, moves it to the dead-letter queue."""
     request = _request(event)
     if isinstance(request, SweepJob):
-        logger.append_keys(cluster=request.cluster, sweep_origin=request.origin)
+        logger.append_keys(cluster=request.cluster, account=request.account, sweep_origin=request.origin)
     result = on_sweep(request, wiring.sweeper(), context.get_remaining_time_in_millis)
     if result.get("started"):
         metrics.add_metric(name="SweepRemediationsStarted", unit=MetricUnit.Count, value=result["started"])

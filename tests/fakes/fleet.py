@@ -14,6 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from eks_ca_remediator.adapters.records import OPEN, OPEN_MARK, RECONCILE_AT, RecordStore, attempt_sk
+from eks_ca_remediator.models import ClusterRef
 
 NOW = 1_796_212_800.0  # 2026-12-02T12:00:00Z
 OLD_FP = hashlib.sha256(b"old bundle").hexdigest()
@@ -125,10 +126,12 @@ def seed(table: Any) -> RecordStore:
     for k in range(OLD_FAILURES):  # older failures of nodes that are current now
         node = instance("prod-a", k)
         store.create_attempt(_attempt("prod-a", node, NOW - 3 * 86400 + k, "pull-failure", f"pf-{k}", NEW_FP, "FAILED"))
-    store.breaker_failure("prod-a", NOW - 3600, threshold=5, open_seconds=3600)
+    store.breaker_failure(ClusterRef("prod-a"), NOW - 3600, threshold=5, open_seconds=3600)
     for _ in range(5):
-        store.breaker_failure("prod-b", NOW - 600, threshold=5, open_seconds=3600)
-    store.take_leases("prod-a", [instance("prod-a", n) for n in range(260, 270)], 500, NOW - 600, NOW + 3000)
+        store.breaker_failure(ClusterRef("prod-b"), NOW - 600, threshold=5, open_seconds=3600)
+    store.take_leases(
+        ClusterRef("prod-a"), [instance("prod-a", n) for n in range(260, 270)], 500, NOW - 600, NOW + 3000
+    )
     return store
 
 

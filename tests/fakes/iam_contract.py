@@ -90,6 +90,7 @@ KNOWN_PREFIXES = {
     "kms",
     "lambda",
     "logs",
+    "organizations",
     "s3",
     "secretsmanager",
     "sns",
@@ -563,6 +564,8 @@ RESOURCES: dict[str, Callable[[Call], Resources]] = {
     "ssm:ListCommandInvocations": _star,
     "ssm:GetCommandInvocation": _star,
     "ec2:DescribeInstances": _star,
+    # no resource type (https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsorganizations.html)
+    "organizations:ListAccounts": _star,
     "dynamodb:GetItem": _table,
     "dynamodb:PutItem": _table,
     "dynamodb:UpdateItem": _table,

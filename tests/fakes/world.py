@@ -322,6 +322,7 @@ class World:
                 "REGISTRY_HOSTS": "registry.example.internal:443",
                 "AGENT_WAIT_DEADLINE_SECONDS": "600",
                 "AGENT_RECHECK_SECONDS": "15",
+                "AWS_REGION": REGION,  # (Lambda sets it)
                 SETTINGS_PATH: SETTINGS,
                 **env,
             }

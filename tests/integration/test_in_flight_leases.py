@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from eks_ca_remediator.adapters.records import RecordStore
+from eks_ca_remediator.models import ClusterRef
 from eks_ca_remediator.safety import grant_leases, live_leases, live_seconds
 from on_command_status import handler as on_command_status
 from remediate import handler as remediate
@@ -35,13 +36,13 @@ def test_two_concurrent_dispatches_cannot_both_take_the_last_slots(world):
     taken: dict[str, list[str]] = {}
 
     def other_invocation() -> None:
-        taken["first"] = store.take_leases("prod-a", first, limit=5, now=NOW, until=NOW + 600)
+        taken["first"] = store.take_leases(ClusterRef("prod-a"), first, limit=5, now=NOW, until=NOW + 600)
 
     racing = RacingStore(world.table, other_invocation)
-    taken["second"] = racing.take_leases("prod-a", second, limit=5, now=NOW, until=NOW + 600)
+    taken["second"] = racing.take_leases(ClusterRef("prod-a"), second, limit=5, now=NOW, until=NOW + 600)
     assert taken["first"] == first
     assert taken["second"] == second[:1]  # it read 0 in flight, lost the write, read 4, took 1
-    leases, _ = store.leases("prod-a")
+    leases, _ = store.leases(ClusterRef("prod-a"))
     assert sorted(leases) == sorted(first + second[:1])
 
 
@@ -61,13 +62,13 @@ def test_a_lease_ends_with_the_result_and_with_an_attempt_that_ends_without_a_co
         records = world.remediator.records
         assert [a["pk"] for a in world.all_attempts() if a["status"] == "FAILED"] == gone
         [[sent]] = world.ssm.sent_to()
-        assert list(records.leases("prod-a")[0]) == [sent], "the failed node's slot is free again"
+        assert list(records.leases(ClusterRef("prod-a"))[0]) == [sent], "the failed node's slot is free again"
         [deferred] = set(nodes) - {sent, *gone}
         world.run_for(31)  # the deferred node's re-check finds the free slot
         assert world.ssm.sent_to() == [[sent], [deferred]]
-        assert sorted(records.leases("prod-a")[0]) == sorted([sent, deferred])
+        assert sorted(records.leases(ClusterRef("prod-a"))[0]) == sorted([sent, deferred])
         world.finish_all("Success", node_output())
-        assert records.leases("prod-a")[0] == {}
+        assert records.leases(ClusterRef("prod-a"))[0] == {}
 
 
 def test_a_lease_whose_result_never_comes_expires_after_the_longest_an_attempt_can_live():
@@ -91,7 +92,7 @@ def test_a_redelivered_status_event_does_not_free_a_slot_twice():
         event = world.ssm.finish(command_id, nodes[0], "Success", node_output())
         on_command_status(event, LambdaContext())
         on_command_status(event, LambdaContext())
-        assert sorted(world.remediator.records.leases("prod-a")[0]) == [nodes[1]]
+        assert sorted(world.remediator.records.leases(ClusterRef("prod-a"))[0]) == [nodes[1]]
 
 
 def test_grant_keeps_held_leases_and_fills_free_slots_in_order():
@@ -121,7 +122,7 @@ def test_a_finishing_attempt_does_not_end_the_lease_of_the_next_attempt_on_its_n
         monkeypatch.setattr(records, "claim", result_lands_before_the_claim)
         remediate({"instance_id": node, "reason": "again", "force": True}, LambdaContext())
         assert world.ssm.sent_to() == [[node], [node]]
-        assert sorted(records.leases("prod-a")[0]) == [node], "the new attempt holds the one slot"
+        assert sorted(records.leases(ClusterRef("prod-a"))[0]) == [node], "the new attempt holds the one slot"
         remediate({"instance_id": other, "reason": "another node"}, LambdaContext())
         assert world.ssm.sent_to() == [[node], [node]], "the limit of 1 holds: the other node waits"
         [waiting] = world.attempts(other)

@@ -28,6 +28,7 @@ from eks_ca_remediator.errors import AttemptNotFound, InvocationUnreadable
 from eks_ca_remediator.logic.plans import current_bundle
 from eks_ca_remediator.logic.rollout import set_good
 from eks_ca_remediator.logic.sweep import Sweeper
+from eks_ca_remediator.models import ClusterRef
 from eks_ca_remediator.sweeps import SweepJob
 from on_command_status import handler as on_command_status
 from on_launch import handler as on_launch
@@ -135,7 +136,7 @@ class Fleet:
                 running[self.cluster_of[node]] += 1
         for cluster in TRIGGERS:
             self.peak_running[cluster] = max(self.peak_running[cluster], running[cluster])
-            leases = len(self.world.remediator.records.leases(cluster)[0])
+            leases = len(self.world.remediator.records.leases(ClusterRef(cluster))[0])
             self.peak_leases[cluster] = max(self.peak_leases[cluster], leases)
 
     def act_due(self, now: float) -> None:
@@ -239,7 +240,7 @@ def test_lossy_status_events_end_in_true_final_records_without_leaked_leases():
 
         statuses = Counter(a["status"] for a in final.values())
         closed_by = Counter(a.get("closed_by", "-") for a in final.values())
-        leases = {c: world.remediator.records.leases(c)[0] for c in TRIGGERS}
+        leases = {c: world.remediator.records.leases(ClusterRef(c))[0] for c in TRIGGERS}
         claims = [
             i["pk"] for i in world.table.scan()["Items"] if i["sk"] == "HEAD" and i.get("active_attempt") is not None
         ]

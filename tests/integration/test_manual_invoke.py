@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from eks_ca_remediator.errors import InvalidRequest
+from eks_ca_remediator.models import ClusterRef
 from remediate import handler as remediate
 
 from tests.fakes.world import LambdaContext
@@ -122,8 +123,8 @@ def test_enrolled_cluster_without_running_nodes_is_refused(world):
 def test_cluster_records_are_queryable_by_time_range(world):
     world.add_nodes(4, cluster="prod-a")
     remediate({"cluster": "prod-a"}, LambdaContext())
-    items = world.remediator.records.cluster_attempts("prod-a", "2000-01-01", "2100-01-01")
+    items = world.remediator.records.cluster_attempts(ClusterRef("prod-a"), "2000-01-01", "2100-01-01")
     assert len(items) == 4
-    assert world.remediator.records.cluster_attempts("prod-a", "2000-01-01", "2000-01-02") == []
+    assert world.remediator.records.cluster_attempts(ClusterRef("prod-a"), "2000-01-01", "2000-01-02") == []
     latest = world.remediator.records.latest(items[0]["instance_id"])
     assert latest["sk"] == items[0]["sk"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 
 from eks_ca_remediator import status
+from eks_ca_remediator.models import ClusterRef
 from on_command_status import handler as on_command_status
 from on_launch import handler as on_launch
 from pull_failure import handler as pull_failure
@@ -100,12 +101,12 @@ def test_a_mixed_fleet_through_launch_sweep_and_manual_invoke():
             assert final[kind] == {"NOT_REMEDIABLE": FLEET[kind][0]}
         assert not any(a["status"] == "FAILED" for a in world.all_attempts())
 
-        breaker = world.remediator.records.breaker("prod-a") or {}
+        breaker = world.remediator.records.breaker(ClusterRef("prod-a")) or {}
         assert int(breaker.get("failures", 0)) == 0
         assert float(breaker.get("open_until", 0)) <= world.clock()
 
         # ---- status: each kind apart, none of them failed
-        summary = status.summarize("prod-a", world.all_attempts(), breaker, {}, world.clock())
+        summary = status.summarize(ClusterRef("prod-a"), world.all_attempts(), breaker, {}, world.clock())
         assert summary.nodes == 20
         assert summary.states["current"] == 8
         assert summary.states["failed"] == 0
@@ -143,7 +144,7 @@ def test_windows_nodes_ec2_does_not_mark_are_skipped_by_ssm_and_never_open_the_b
             assert record["status"] == "NOT_REMEDIABLE"
             assert record["node_kind"] == "step-skipped"
             assert record["reason"] == f"SSM skipped our step: {SKIPPED_ON_WINDOWS}"
-        breaker = world.remediator.records.breaker("prod-a") or {}
+        breaker = world.remediator.records.breaker(ClusterRef("prod-a")) or {}
         assert int(breaker.get("failures", 0)) == 0
         assert float(breaker.get("open_until", 0)) <= world.clock()
 

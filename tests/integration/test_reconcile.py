@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 from eks_ca_remediator import telemetry
+from eks_ca_remediator.models import ClusterRef
 from eks_ca_remediator.reconcile import EXECUTION_TIMEOUT_SECONDS, MAX_REQUEUES, result_due
 from on_command_status import handler as on_command_status
 from on_launch import handler as on_launch
@@ -29,7 +30,7 @@ def sent_node(world: World, **kwargs) -> tuple[str, str]:
 
 
 def lease_holders(world: World, cluster: str = "prod-a") -> list[str]:
-    return sorted(world.remediator.records.leases(cluster)[0])
+    return sorted(world.remediator.records.leases(ClusterRef(cluster))[0])
 
 
 def head(world: World, node: str) -> dict:
@@ -123,7 +124,7 @@ def test_an_instance_that_is_gone_is_failed_with_that_reason_and_does_not_trip_t
     assert record["status"] == "FAILED"
     assert record["reason"].startswith("instance is terminated: no status event arrived")
     assert ("Pending" in record["reason"]) == ssm_knows
-    assert world.remediator.records.breaker("prod-a") is None, "a vanished node says nothing about the fix"
+    assert world.remediator.records.breaker(ClusterRef("prod-a")) is None, "a vanished node says nothing about the fix"
     assert lease_holders(world) == []
 
 

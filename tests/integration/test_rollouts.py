@@ -16,6 +16,7 @@ import boto3
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from eks_ca_remediator.logic.plans import current_bundle
+from eks_ca_remediator.models import ClusterRef
 from eks_ca_remediator.rollouts import trust_changed
 from remediate import handler as remediate
 
@@ -39,7 +40,7 @@ def fleet(nodes: int, **env: str) -> Iterator[tuple[Harness, list[str], str]]:
         h.trigger()
         settle(h)
         good = current_bundle(w.settings, "prod-a", w.clock()).fingerprint
-        assert w.remediator.records.good_bundle("prod-a")["fingerprint"] == good
+        assert w.remediator.records.good_bundle(ClusterRef("prod-a"))["fingerprint"] == good
         yield h, ids, good
 
 
@@ -76,7 +77,7 @@ def sends(h: Harness, fingerprint: str) -> Counter[str]:
 
 
 def rollout(h: Harness, fingerprint: str) -> dict[str, Any]:
-    item = h.world.remediator.records.rollout("prod-a", fingerprint)
+    item = h.world.remediator.records.rollout(ClusterRef("prod-a"), fingerprint)
     assert item is not None
     return item
 
@@ -117,7 +118,7 @@ def test_a_bundle_that_fails_verification_changes_no_node_when_registry_hosts_is
         assert rollout(h, bad)["rollout_status"] == "SUPERSEDED"
         assert all(w.trust[n] == fixed for n in nodes + [late])
         assert sends(h, fixed) == Counter({n: 1 for n in nodes + [late]}), "each node sent the fixed bundle once"
-        assert w.remediator.records.good_bundle("prod-a")["fingerprint"] == fixed
+        assert w.remediator.records.good_bundle(ClusterRef("prod-a"))["fingerprint"] == fixed
         print(
             f"\n300-node fault test (RegistryHosts set): nodes whose trust changed with the bad bundle: 0; "
             f"SendCommand instances with it: 1; resumed rollout reached 301 nodes in {took:.0f} s simulated"
@@ -184,13 +185,13 @@ def test_a_one_node_cluster_rolls_out_in_one_wave_and_the_first_deployment_has_n
         w.registry_ca = REGISTRY_CA
         put_bundle(h, REGISTRY_CA)
         [node] = w.add_nodes(1)
-        assert w.remediator.records.good_bundle("prod-a") is None
+        assert w.remediator.records.good_bundle(ClusterRef("prod-a")) is None
         # first deployment: nothing better to send a launched node than the bundle being rolled out
         h.trigger()
         [first] = [r for r in h.drain(rounds=1) if r["cluster"] == "prod-a"]
         assert (first["wave"], first["waves"], first["started"]) == (1, 1, 1)
         settle(h)
-        assert w.remediator.records.good_bundle("prod-a") is not None
+        assert w.remediator.records.good_bundle(ClusterRef("prod-a")) is not None
         assert w.trust[node] == current_bundle(w.settings, "prod-a", w.clock()).fingerprint
 
 
@@ -232,7 +233,7 @@ def test_in_flight_limit_and_breaker_act_together_with_waves():
         h.trigger(id="bad")
         settle(h)
         assert rollout(h, bad)["rollout_status"] == "HALTED"
-        breaker = w.remediator.records.breaker("prod-a")
+        breaker = w.remediator.records.breaker(ClusterRef("prod-a"))
         # the one failure opened the breaker (threshold 1) for BREAKER_OPEN_SECONDS
         assert breaker["open_until"] - breaker["opened_at"] == 600
         # the breaker's open: a resume goes nowhere until it closes; the halt, not the breaker, held wave 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from eks_ca_remediator.errors import InvalidRequest
+from eks_ca_remediator.models import ClusterRef
 from on_command_status import handler as on_command_status
 from on_launch import handler as on_launch
 from pull_failure import handler as pull_failure
@@ -46,7 +47,7 @@ def test_percent_limit_takes_the_lower_of_count_and_percent_of_the_clusters_runn
         waiting = [a for a in world.all_attempts() if a["status"] == "PENDING_AGENT"]
         assert len(waiting) == 18
         assert all("5 remediations in flight (the limit)" in a["waiting_for"] for a in waiting)
-        assert world.remediator.records.breaker("prod-a")["running_nodes"] == 23, "counted once, kept"
+        assert world.remediator.records.breaker(ClusterRef("prod-a"))["running_nodes"] == 23, "counted once, kept"
         for _ in range(6):
             assert in_flight(world) <= 5
             world.finish_all("Success", node_output())
@@ -105,10 +106,10 @@ def test_circuit_breaker_opens_after_k_failures_pauses_automatic_triggers_and_fo
     with World.create(**env) as world:
         for node in world.add_nodes(3, cluster="prod-a"):
             fail_launch(world, node)
-        breaker = world.remediator.records.breaker("prod-a")
+        breaker = world.remediator.records.breaker(ClusterRef("prod-a"))
         assert breaker["failures"] == 3
         assert breaker["open_until"] > world.clock()
-        other_cluster = world.remediator.records.breaker("prod-b")
+        other_cluster = world.remediator.records.breaker(ClusterRef("prod-b"))
         assert other_cluster is None, "the breaker is per cluster"
 
         [late] = world.add_nodes(cluster="prod-a")
@@ -132,14 +133,14 @@ def test_a_success_closes_the_breaker_and_a_manual_reset_closes_it_at_once():
     with World.create(BREAKER_FAILURE_THRESHOLD="2", BREAKER_OPEN_SECONDS="3600") as world:
         for node in world.add_nodes(2, cluster="prod-a"):
             fail_launch(world, node)
-        assert world.remediator.records.breaker("prod-a")["open_until"] > world.clock()
+        assert world.remediator.records.breaker(ClusterRef("prod-a"))["open_until"] > world.clock()
         result = remediate({"cluster": "prod-a", "reset_breaker": True, "reason": "fixed the AMI"}, LambdaContext())
         assert result["breaker"]["reset"] is True
-        assert world.remediator.records.breaker("prod-a")["open_until"] == 0
+        assert world.remediator.records.breaker(ClusterRef("prod-a"))["open_until"] == 0
         [node] = world.add_nodes(cluster="prod-a")
         on_launch(world.launch_event(node), LambdaContext())
         world.finish_all("Success", node_output())
-        assert world.remediator.records.breaker("prod-a")["failures"] == 0
+        assert world.remediator.records.breaker(ClusterRef("prod-a"))["failures"] == 0
 
 
 def test_duplicate_failed_status_events_count_once_and_terminated_nodes_do_not_count():
@@ -150,7 +151,7 @@ def test_duplicate_failed_status_events_count_once_and_terminated_nodes_do_not_c
         event = world.ssm.finish(command["CommandId"], node, "Failed", node_output("failure", reason="x"))
         for _ in range(3):  # EventBridge redelivery
             on_command_status(event, LambdaContext())
-        assert world.remediator.records.breaker("prod-a")["failures"] == 1
+        assert world.remediator.records.breaker(ClusterRef("prod-a"))["failures"] == 1
 
         on_launch(world.launch_event(gone), LambdaContext())
         second = world.ssm.commands[-1]["CommandId"]
@@ -158,7 +159,9 @@ def test_duplicate_failed_status_events_count_once_and_terminated_nodes_do_not_c
         [record] = world.attempts(gone)
         assert record["status"] == "FAILED"
         assert "Terminated" in record["reason"]
-        assert world.remediator.records.breaker("prod-a")["failures"] == 1, "a terminated node is not a failure"
+        assert world.remediator.records.breaker(ClusterRef("prod-a"))["failures"] == 1, (
+            "a terminated node is not a failure"
+        )
 
 
 def test_every_trigger_is_idempotent_under_redelivery(world):

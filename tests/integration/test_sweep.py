@@ -16,6 +16,7 @@ from eks_ca_remediator import wiring
 from eks_ca_remediator.errors import InvalidRequest
 from eks_ca_remediator.logic.plans import current_bundle
 from eks_ca_remediator.logic.sweep import Sweeper
+from eks_ca_remediator.models import ClusterRef
 from remediate import handler as remediate
 from sweep import handler as sweep
 
@@ -288,7 +289,7 @@ def test_an_open_circuit_breaker_pauses_the_sweep_until_it_closes():
         failed = w.add_nodes(2)
         for node in failed:
             fail_launch(w, node)
-        assert w.remediator.records.breaker("prod-a")["open_until"] > w.clock()
+        assert w.remediator.records.breaker(ClusterRef("prod-a"))["open_until"] > w.clock()
         nodes = w.add_nodes(5)
         w.ssm.commands.clear()
         waiting_before = len(w.queue.pending)

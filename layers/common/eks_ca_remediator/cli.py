@@ -1,12 +1,14 @@
 """`eks-ca-remediator status`: the fleet's state from the records table, for people and scripts.
 
-    eks-ca-remediator status [--stack NAME | --table NAME] [--cluster NAME ...] [--json]
+    eks-ca-remediator status [--stack NAME | --table NAME] [--cluster [ACCOUNT/]NAME ...] [--account ID ...] [--json]
     eks-ca-remediator status --instance i-0123456789abcdef0
     eks-ca-remediator status --failed --since 24h
 
 The table is found from the stack's outputs (`--stack`, by default the stack_name of samconfig.toml
 in the current directory, `--config-env` picks its block), or named with `--table`. The clusters
-are the stack's EnrolledClusters, or those named with `--cluster`. Records are read through the
+are the stack's EnrolledClusters, or those named with `--cluster`; in a central deployment a member
+account's cluster is `<account>/<name>`, and `--account` shows the clusters in those member accounts
+too (models.ClusterRef). Records are read through the
 functions' own adapter (RecordStore): a cluster's attempts by the by-cluster index, a node's by its
 partition key; never a scan.
 """
@@ -20,7 +22,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -32,7 +34,7 @@ from eks_ca_remediator import __version__, status
 from eks_ca_remediator.adapters.clients import RETRY_CONFIG
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
 from eks_ca_remediator.adapters.records import RecordStore
-from eks_ca_remediator.models import CLUSTER_NAME_RE, INSTANCE_ID_RE
+from eks_ca_remediator.models import ACCOUNT_RE, INSTANCE_ID_RE, ClusterRef
 
 DEFAULT_STACK = "eks-ca-remediator"
 EARLIEST = "0000"  # sorts before every created_at: the whole of a cluster's records (their TTL bounds them)
@@ -71,7 +73,12 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--table", help="the records table, when there is no stack to read it from")
     cmd.add_argument("--config-env", default="default", help="samconfig.toml block for the default stack")
     cmd.add_argument("--region", help="AWS region (default: the AWS CLI's)")
-    cmd.add_argument("--cluster", action="append", default=[], help="a cluster (repeatable; default: enrolled ones)")
+    cmd.add_argument(
+        "--cluster", action="append", default=[], help="a cluster, [account/]name (repeatable; default: enrolled ones)"
+    )
+    cmd.add_argument(
+        "--account", action="append", default=[], help="central mode: also these member accounts' clusters (repeatable)"
+    )
     cmd.add_argument("--instance", help="one node's attempt history")
     cmd.add_argument("--failed", action="store_true", help="the FAILED and TIMED_OUT attempts")
     cmd.add_argument("--since", type=_since, metavar="30m|24h|7d", help="only attempts created since then")
@@ -152,7 +159,7 @@ def gone_nodes(ec2: Ec2Reader, attempts: Sequence[dict[str, Any]]) -> set[str]:
 def cluster_statuses(
     store: RecordStore,
     source: Source,
-    clusters: Sequence[str],
+    clusters: Sequence[ClusterRef],
     since: str,
     now: float,
     progress: Progress,
@@ -160,11 +167,14 @@ def cluster_statuses(
 ) -> list[status.ClusterStatus]:
     summaries = []
     for cluster in clusters:
-        attempts = store.cluster_attempts(cluster, since, _iso(now), on_page=lambda n, c=cluster: progress.page(c, n))
+        attempts = store.cluster_attempts(
+            cluster, since, _iso(now), on_page=lambda n, c=cluster.key: progress.page(c, n)
+        )
         progress.done()
         breaker = store.breaker(cluster)
-        if not attempts and breaker is None and cluster not in source.clusters:
-            raise UsageError(f"unknown cluster {cluster!r}: no records of it in table {source.table}")
+        # (a member account's cluster is shown as asked: --account names it, records or not)
+        if not attempts and breaker is None and cluster.account is None and cluster.name not in source.clusters:
+            raise UsageError(f"unknown cluster {cluster.key!r}: no records of it in table {source.table}")
         leases, _ = store.leases(cluster)
         gone = gone_nodes(ec2, attempts) if ec2 is not None and attempts else set()
         summary = status.summarize(cluster, attempts, breaker, leases, now, gone)
@@ -173,26 +183,35 @@ def cluster_statuses(
 
 
 def failed_attempts(
-    store: RecordStore, clusters: Sequence[str], since: str, now: float, progress: Progress
+    store: RecordStore, clusters: Sequence[ClusterRef], since: str, now: float, progress: Progress
 ) -> list[dict[str, Any]]:
     failed = []
     for cluster in clusters:
-        attempts = store.cluster_attempts(cluster, since, _iso(now), on_page=lambda n, c=cluster: progress.page(c, n))
+        attempts = store.cluster_attempts(
+            cluster, since, _iso(now), on_page=lambda n, c=cluster.key: progress.page(c, n)
+        )
         progress.done()
         failed += [a for a in attempts if a["status"] in status.FAILED]
     return sorted(failed, key=lambda a: a["created_at"], reverse=True)
 
 
-def _checked(args: argparse.Namespace, source: Source) -> list[str]:
-    for cluster in args.cluster:
-        if not CLUSTER_NAME_RE.match(cluster):
-            raise UsageError(f"--cluster {cluster!r} is not an EKS cluster name")
+def _checked(args: argparse.Namespace, source: Source, region: str) -> list[ClusterRef]:
+    """The clusters to show: each --cluster (`name` or `<account>/<name>`), else the enrolled ones;
+    with --account, the same names in each of those member accounts as well."""
+    try:
+        named = [ClusterRef.of_key(cluster, region) for cluster in args.cluster]
+    except ValueError as exc:
+        raise UsageError(f"--cluster: {exc}") from exc
+    bad = [account for account in args.account if not ACCOUNT_RE.fullmatch(account)]
+    if bad:
+        raise UsageError(f"--account {bad[0][:24]!r} is not an AWS account id (12 digits)")
     if args.instance is not None and not INSTANCE_ID_RE.match(args.instance):
         raise UsageError(f"--instance {args.instance!r} is not an EC2 instance id (i-0123456789abcdef0)")
-    clusters = args.cluster or source.clusters
+    clusters = named or [ClusterRef(name, None, region) for name in source.clusters]
+    clusters += [replace(c, account=a) for a in args.account for c in clusters if c.account is None]
     if not clusters and args.instance is None:
         raise UsageError("no clusters to show: name them with --cluster (a table alone does not list them)")
-    return clusters
+    return list(dict.fromkeys(clusters))
 
 
 def run(args: argparse.Namespace, session: Any, out: TextIO, err: TextIO, now: float) -> int:
@@ -207,7 +226,7 @@ def run(args: argparse.Namespace, session: Any, out: TextIO, err: TextIO, now: f
         stack = args.stack or default_stack(args.config_env, Path.cwd())
         source = stack_source(session.client("cloudformation", config=RETRY_CONFIG), stack, region)
     args.resolved_table, args.resolved_region = source.table, region
-    clusters = _checked(args, source)
+    clusters = _checked(args, source, region)
     store = RecordStore(session.resource("dynamodb", config=RETRY_CONFIG).Table(source.table))
     progress = Progress(err)
     if args.instance is not None:

@@ -52,3 +52,8 @@ class MemberAccessDenied(RemediatorError):
 
 class NotificationFailed(RemediatorError):
     """SNS refused a message to the deployment's topic."""
+
+
+class AccountListingFailed(RemediatorError):
+    """Central mode: AWS Organizations did not list the organisation's accounts (ListAccounts
+    denied: not the management account nor a delegated administrator, or no permission)."""

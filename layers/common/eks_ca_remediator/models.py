@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -231,6 +233,49 @@ class NodeResult(BaseModel):
     fingerprint: str = ""
     dry_run: bool = False
     actions: list[str] = Field(default_factory=list)
+
+
+ACCOUNT_RE = re.compile(r"^\d{12}$")
+
+
+@dataclass(frozen=True)
+class ClusterRef:
+    """A cluster's identity: (account, region, name). Where cluster state lives (circuit breaker,
+    in-flight leases, rollouts, good bundle, the by-cluster index, sweeps, status) it is keyed by
+    `key`: the bare name for the deployment's own account (account None: what every record written
+    before central sweeps holds, read as it is), `<account>/<name>` for a member account's cluster.
+    The region is the deployment's: one records table per region, and the edge refuses events of
+    another region, so two regions' `prod` never share an item."""
+
+    name: str
+    account: str | None = None  # None: the deployment's own account
+    region: str = ""
+
+    def __post_init__(self) -> None:
+        if not CLUSTER_NAME_RE.fullmatch(self.name):
+            raise ValueError(f"not an EKS cluster name: {self.name[:100]!r}")
+        if self.account is not None and not ACCOUNT_RE.fullmatch(self.account):
+            raise ValueError(f"not an AWS account id: {self.account[:24]!r}")
+
+    @property
+    def key(self) -> str:
+        return self.name if self.account is None else f"{self.account}/{self.name}"
+
+    @classmethod
+    def of_key(cls, key: str, region: str = "") -> ClusterRef:
+        """The cluster a key names (`name` or `<account>/<name>`); a clear error for anything else."""
+        account, _, name = key.rpartition("/")
+        try:
+            return cls(name, account or None, region)
+        except ValueError as exc:
+            raise ValueError(f"cluster {key[:120]!r}: give a cluster name or <account>/<name> ({exc})") from exc
+
+    @classmethod
+    def of_record(cls, item: Mapping[str, Any]) -> ClusterRef:
+        """The cluster of an attempt item: its account (absent: the deployment's own) and name
+        (`cluster_name`; a record written before it existed holds the bare name in `cluster`)."""
+        name = item.get("cluster_name") or str(item["cluster"]).rpartition("/")[2]
+        return cls(name, item.get("account") or None, item.get("region") or "")
 
 
 class Target(BaseModel):

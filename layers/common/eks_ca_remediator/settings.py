@@ -94,6 +94,8 @@ class Settings(BaseModel):
     document_arn: Annotated[str, Field(default="", alias="DOCUMENT_ARN")]
     # Where the stack keeps its long settings and its clusters' send-role ARNs (template.yaml).
     settings_path: Annotated[str, Field(default="", alias="SETTINGS_PATH")]
+    # The deployment's region (Lambda sets AWS_REGION): part of a cluster's identity (models.ClusterRef).
+    region: Annotated[str, Field(default="", alias="AWS_REGION")]
 
     _split_lists = field_validator("enrolled_clusters", "registry_hosts", mode="before")(_split)
 

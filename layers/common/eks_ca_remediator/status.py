@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from eks_ca_remediator.models import NodeKind, Status, Trigger
+from eks_ca_remediator.models import ClusterRef, NodeKind, Status, Trigger
 from eks_ca_remediator.safety import Breaker, live_leases
 
 STATES = ("current", "drifted", "in_flight", "failed", "waiting", "skipped")
@@ -76,7 +76,7 @@ class Sweep:
 
 @dataclass
 class ClusterStatus:
-    cluster: str
+    cluster: str  # its key (models.ClusterRef): the name, `<account>/<name>` in a member account
     nodes: int = 0
     states: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATES, 0))
     fingerprint: str = ""
@@ -91,6 +91,8 @@ class ClusterStatus:
     kinds: dict[str, int] = field(default_factory=lambda: dict.fromkeys((k.value for k in KINDS), 0))
     good_bundle: str = ""  # the fingerprint whose rollout completed last (rollouts.py)
     rollout: dict[str, Any] = field(default_factory=dict)  # the rollout in progress or halted, if any
+    name: str = ""
+    account: str = ""  # "" : the deployment's own account
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,7 +120,7 @@ def last_sweep(attempts: Sequence[Mapping[str, Any]]) -> Sweep | None:
 
 
 def summarize(
-    cluster: str,
+    cluster: ClusterRef,
     attempts: Sequence[Mapping[str, Any]],
     breaker_item: Mapping[str, Any] | None,
     leases: Mapping[str, float],
@@ -127,8 +129,8 @@ def summarize(
 ) -> ClusterStatus:
     """A cluster's status from its attempts (any order), its BREAKER item and its in-flight leases;
     the nodes in `gone` (shutting down or terminated) are not counted."""
-    summary = ClusterStatus(cluster)
-    breaker = Breaker.from_item(cluster, breaker_item)
+    summary = ClusterStatus(cluster.key, name=cluster.name, account=cluster.account or "")
+    breaker = Breaker.from_item(cluster.key, breaker_item)
     summary.consecutive_failures = breaker.failures
     if breaker.is_open(now):
         summary.breaker, summary.breaker_open_until = "OPEN", breaker.open_until

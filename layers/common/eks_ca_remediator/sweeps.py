@@ -22,7 +22,7 @@ from urllib.parse import unquote_plus
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from eks_ca_remediator.errors import InvalidRequest
-from eks_ca_remediator.models import ClusterName, NodeKind, Status, Trigger
+from eks_ca_remediator.models import AccountId, ClusterName, ClusterRef, NodeKind, Status, Trigger
 from eks_ca_remediator.safety import COOLDOWN_AFTER, cooling_down
 from eks_ca_remediator.sources import BundleSource, SourceChange, SourceKind, clusters_using
 
@@ -65,7 +65,8 @@ def changed_secret(detail: Mapping[str, Any]) -> str:
 
 
 class SweepJob(BaseModel):
-    """One cluster's sweep (sweep-queue message body)."""
+    """One cluster's sweep (sweep-queue message body): the cluster `cluster` of `account` (central
+    mode: a member account's, swept through its member role; None: the deployment's own)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -74,10 +75,13 @@ class SweepJob(BaseModel):
     started_at: float  # created_at of this sweep's attempts
     fingerprint: Annotated[str, StringConstraints(pattern=FINGERPRINT_RE)] = ""  # "" before the first pass
     passes: Annotated[int, Field(ge=0)] = 0
+    account: AccountId | None = None
 
     @property
     def sweep_id(self) -> str:
-        return hashlib.sha256(f"{self.origin}|{self.cluster}|{self.fingerprint}".encode()).hexdigest()[:24]
+        # (the deployment's own clusters keep the id they had before member accounts were swept)
+        cluster = ClusterRef(self.cluster, self.account).key
+        return hashlib.sha256(f"{self.origin}|{cluster}|{self.fingerprint}".encode()).hexdigest()[:24]
 
 
 class SweepTrigger(BaseModel):

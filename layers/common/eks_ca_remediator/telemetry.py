@@ -44,6 +44,10 @@ RECONCILE_THROTTLED = "ReconcileThrottled"  # GetCommandInvocation throttled pas
 RECONCILE_RETRYING = "ReconcileRetrying"
 # Member accounts whose role the reconciler could not assume in a pass (their attempts wait).
 RECONCILE_ACCOUNTS_UNREACHABLE = "ReconcileAccountsUnreachable"
+# Central mode: member accounts whose role a sweep could not assume (skipped by that sweep), and
+# sweeps that could not list the organisation's accounts (only the deployment's own was swept).
+SWEEP_ACCOUNTS_UNREACHABLE = "SweepAccountsUnreachable"
+SWEEP_ACCOUNT_LISTING_FAILED = "SweepAccountListingFailed"
 
 STATUS_METRICS = {
     "SUCCEEDED": REMEDIATIONS_SUCCEEDED,

@@ -14,7 +14,7 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from eks_ca_remediator.adapters import ca_sources, clients
+from eks_ca_remediator.adapters import ca_sources, clients, organizations
 from eks_ca_remediator.adapters.ec2 import Ec2Reader
 from eks_ca_remediator.adapters.notify import Notifier
 from eks_ca_remediator.adapters.queue import AgentWaitQueue, DelayQueue
@@ -88,10 +88,22 @@ def home_remediator() -> Remediator:
 def sweeper() -> Sweeper:
     from eks_ca_remediator.logic.sweep import Sweeper
 
-    url = get_settings().sweep_queue_url
-    if not url:
+    settings = get_settings()
+    if not settings.sweep_queue_url:
         raise ConfigurationError("SWEEP_QUEUE_URL is not set: sweeps cannot queue their clusters")
-    return Sweeper(remediator=remediator(), queue=DelayQueue(clients.client("sqs"), url))
+    return Sweeper(
+        remediator=remediator(),
+        queue=DelayQueue(clients.client("sqs"), settings.sweep_queue_url),
+        # central mode: every member account of the organisation, listed at every trigger
+        remediator_for=remediator if settings.central else None,
+        accounts=member_accounts if settings.central else None,
+    )
+
+
+def member_accounts() -> list[str]:
+    """The organisation's ACTIVE accounts (AWS Organizations ListAccounts, not cached: an account
+    given the member stack is swept by the next trigger)."""
+    return organizations.active_accounts(clients.client("organizations"))
 
 
 def reset() -> None:

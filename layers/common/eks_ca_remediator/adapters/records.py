@@ -6,11 +6,13 @@ Items of one instance share the partition key `pk` = instance id:
   trigger maps to the same item and a conditional put makes it a no-op;
 - one `HEAD` item holding the instance's in-flight claim: a conditional update lets exactly
   one attempt at a time send a command to the node, whatever the number of concurrent triggers.
-Items of one cluster share `pk` = `CLUSTER#<name>`: `BREAKER` (its circuit breaker and running-node
+Items of one cluster share `pk` = `CLUSTER#<key>` (models.ClusterRef: the bare name for the
+deployment's own account, `<account>/<name>` for a member account's cluster): `BREAKER` (its circuit breaker and running-node
 count), `IN_FLIGHT` (leases on the slots of its in-flight limit, safety.py), `ROLLOUT#<fingerprint>`
 (the rollout of one CA bundle in waves, rollouts.py) and `GOOD_BUNDLE` (the bundle whose rollout
 completed last: what launch, pull-failure and manual triggers send until the next one completes).
-GSI `by-cluster` (cluster, created_at) lists a cluster's attempts in a time range; the HEAD and
+GSI `by-cluster` (cluster, created_at) lists a cluster's attempts (an attempt's `cluster` is its
+cluster's key; `cluster_name`, `account` and `region` say it in parts) in a time range; the HEAD and
 cluster items have no created_at and so stay out of it.
 GSI `open-attempts` (open_attempt, reconcile_at) is sparse: only an attempt that is not final carries
 `open_attempt` and `reconcile_at` (when its result is overdue, reconcile.py), and writing a final
@@ -29,14 +31,16 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from eks_ca_remediator.errors import RecordConflict
-from eks_ca_remediator.models import Status
+from eks_ca_remediator.models import ClusterRef, Status
 from eks_ca_remediator.safety import grant_leases, live_leases
 
 HEAD = "HEAD"
 BREAKER = "BREAKER"
-IN_FLIGHT = "IN_FLIGHT"  # sk of a cluster's in-flight leases (pk CLUSTER#<name>; safety.py)
+IN_FLIGHT = "IN_FLIGHT"  # sk of a cluster's in-flight leases (pk CLUSTER#<key>; safety.py)
 LEASE_WRITE_ATTEMPTS = 5
-CLUSTER_PK = "CLUSTER#"  # + cluster name: its BREAKER and IN_FLIGHT items (no created_at: not in the GSI)
+CLUSTER_PK = (
+    "CLUSTER#"  # + cluster key (ClusterRef.key): its BREAKER and IN_FLIGHT items (no created_at: not in the GSI)
+)
 ATTEMPT_PREFIX = "ATTEMPT#"
 ROLLOUT_PREFIX = "ROLLOUT#"
 GOOD_BUNDLE = "GOOD_BUNDLE"
@@ -63,6 +67,11 @@ def _from_dynamo(value: Any) -> Any:
     if isinstance(value, list):
         return [_from_dynamo(v) for v in value]
     return value
+
+
+def _cluster_fields(cluster: ClusterRef) -> dict[str, str]:
+    """What a cluster item says of its cluster: its name, and its account when not ours."""
+    return {"cluster_name": cluster.name} | ({"account": cluster.account} if cluster.account else {})
 
 
 def _conditional_failed(exc: ClientError) -> bool:
@@ -214,25 +223,27 @@ class RecordStore:
         return items
 
     def cluster_attempts(
-        self, cluster: str, since: str, until: str, on_page: Callable[[int], None] | None = None
+        self, cluster: ClusterRef, since: str, until: str, on_page: Callable[[int], None] | None = None
     ) -> list[dict[str, Any]]:
         """The cluster's attempts created in [since, until], oldest first: a query of the by-cluster
         index, page by page (`on_page` is told how many items were read so far)."""
         return self._query_all(
             on_page,
             IndexName=CLUSTER_INDEX,
-            KeyConditionExpression=Key("cluster").eq(cluster) & Key("created_at").between(since, until),
+            KeyConditionExpression=Key("cluster").eq(cluster.key) & Key("created_at").between(since, until),
         )
 
     # ------------------------------------------------------------ in-flight leases (safety.py)
 
-    def leases(self, cluster: str) -> tuple[dict[str, float], int]:
+    def leases(self, cluster: ClusterRef) -> tuple[dict[str, float], int]:
         """The cluster's in-flight leases (instance id -> expiry) and the item's version."""
-        item = self._table.get_item(Key={"pk": CLUSTER_PK + cluster, "sk": IN_FLIGHT}, ConsistentRead=True)
+        item = self._table.get_item(Key={"pk": CLUSTER_PK + cluster.key, "sk": IN_FLIGHT}, ConsistentRead=True)
         raw = _from_dynamo(item.get("Item") or {})
         return raw.get("leases", {}), int(raw.get("version", 0))
 
-    def take_leases(self, cluster: str, wanted: Sequence[str], limit: int, now: float, until: float) -> list[str]:
+    def take_leases(
+        self, cluster: ClusterRef, wanted: Sequence[str], limit: int, now: float, until: float
+    ) -> list[str]:
         """Lease slots of the cluster's in-flight limit to `wanted` nodes, as many as there is room
         for; returns the nodes that may be sent (those holding a live lease already included).
 
@@ -248,13 +259,13 @@ class RecordStore:
             kept = live | {node: until for node in new}
             try:
                 self._table.update_item(
-                    Key={"pk": CLUSTER_PK + cluster, "sk": IN_FLIGHT},
+                    Key={"pk": CLUSTER_PK + cluster.key, "sk": IN_FLIGHT},
                     UpdateExpression="SET leases = :leases, version = :next, cluster_name = :c",
                     ConditionExpression=Attr("version").not_exists() if version == 0 else Attr("version").eq(version),
                     ExpressionAttributeValues={
                         ":leases": _to_dynamo(kept),
                         ":next": version + 1,
-                        ":c": cluster,
+                        ":c": cluster.name,
                     },
                 )
             except ClientError as exc:
@@ -271,11 +282,11 @@ class RecordStore:
         ).get("Item")
         return bool(raw) and raw.get("active_attempt") == sk
 
-    def end_lease(self, cluster: str, instance_id: str) -> None:
+    def end_lease(self, cluster: ClusterRef, instance_id: str) -> None:
         """The node's remediation is over: free its slot (a no-op if it holds none)."""
         try:
             self._table.update_item(
-                Key={"pk": CLUSTER_PK + cluster, "sk": IN_FLIGHT},
+                Key={"pk": CLUSTER_PK + cluster.key, "sk": IN_FLIGHT},
                 # a new version: a dispatch that read the lease before cannot write it back
                 UpdateExpression="REMOVE leases.#node ADD version :one",
                 ConditionExpression="attribute_exists(leases.#node)",
@@ -288,18 +299,18 @@ class RecordStore:
 
     # ------------------------------------------------------------ circuit breaker (safety.py)
 
-    def breaker(self, cluster: str) -> dict[str, Any] | None:
-        raw = self._table.get_item(Key={"pk": CLUSTER_PK + cluster, "sk": BREAKER}, ConsistentRead=True).get("Item")
+    def breaker(self, cluster: ClusterRef) -> dict[str, Any] | None:
+        raw = self._table.get_item(Key={"pk": CLUSTER_PK + cluster.key, "sk": BREAKER}, ConsistentRead=True).get("Item")
         return _from_dynamo(raw) if raw else None
 
-    def breaker_failure(self, cluster: str, now: float, threshold: int, open_seconds: int) -> tuple[int, bool]:
+    def breaker_failure(self, cluster: ClusterRef, now: float, threshold: int, open_seconds: int) -> tuple[int, bool]:
         """Count one more consecutive failure (atomic ADD); open the breaker when it reaches
         `threshold` and is not open yet (conditional, so concurrent results open it once).
         Returns (consecutive failures, opened by this call)."""
         raw = self._table.update_item(
-            Key={"pk": CLUSTER_PK + cluster, "sk": BREAKER},
+            Key={"pk": CLUSTER_PK + cluster.key, "sk": BREAKER},
             UpdateExpression="ADD failures :one SET cluster_name = :c",
-            ExpressionAttributeValues={":one": 1, ":c": cluster},
+            ExpressionAttributeValues={":one": 1, ":c": cluster.name},
             ReturnValues="ALL_NEW",
         )["Attributes"]
         failures = int(raw["failures"])
@@ -307,7 +318,7 @@ class RecordStore:
             return failures, False
         try:
             self._table.update_item(
-                Key={"pk": CLUSTER_PK + cluster, "sk": BREAKER},
+                Key={"pk": CLUSTER_PK + cluster.key, "sk": BREAKER},
                 UpdateExpression="SET open_until = :until, opened_at = :now",
                 ConditionExpression=Attr("open_until").not_exists() | Attr("open_until").lte(Decimal(str(now))),
                 ExpressionAttributeValues={":until": Decimal(str(now + open_seconds)), ":now": Decimal(str(now))},
@@ -318,74 +329,75 @@ class RecordStore:
             raise
         return failures, True
 
-    def record_node_count(self, cluster: str, running_nodes: int, now: float) -> None:
+    def record_node_count(self, cluster: ClusterRef, running_nodes: int, now: float) -> None:
         """Keep the cluster's running-node count on its item (the percent in-flight limit reads it)."""
         self._table.update_item(
-            Key={"pk": CLUSTER_PK + cluster, "sk": BREAKER},
+            Key={"pk": CLUSTER_PK + cluster.key, "sk": BREAKER},
             UpdateExpression="SET running_nodes = :n, nodes_counted_at = :now, cluster_name = :c",
-            ExpressionAttributeValues={":n": running_nodes, ":now": Decimal(str(now)), ":c": cluster},
+            ExpressionAttributeValues={":n": running_nodes, ":now": Decimal(str(now)), ":c": cluster.name},
         )
 
-    def breaker_success(self, cluster: str) -> None:
+    def breaker_success(self, cluster: ClusterRef) -> None:
         """A success closes the breaker and resets the consecutive-failure count."""
         self._table.update_item(
-            Key={"pk": CLUSTER_PK + cluster, "sk": BREAKER},
+            Key={"pk": CLUSTER_PK + cluster.key, "sk": BREAKER},
             UpdateExpression="SET failures = :zero, open_until = :zero, cluster_name = :c",
-            ExpressionAttributeValues={":zero": 0, ":c": cluster},
+            ExpressionAttributeValues={":zero": 0, ":c": cluster.name},
         )
 
-    def breaker_reset(self, cluster: str, now: float, reason: str) -> dict[str, Any]:
+    def breaker_reset(self, cluster: ClusterRef, now: float, reason: str) -> dict[str, Any]:
         raw = self._table.update_item(
-            Key={"pk": CLUSTER_PK + cluster, "sk": BREAKER},
+            Key={"pk": CLUSTER_PK + cluster.key, "sk": BREAKER},
             UpdateExpression="SET failures = :zero, open_until = :zero, reset_at = :now, reset_reason = :r, "
             "cluster_name = :c",
-            ExpressionAttributeValues={":zero": 0, ":now": Decimal(str(now)), ":r": reason, ":c": cluster},
+            ExpressionAttributeValues={":zero": 0, ":now": Decimal(str(now)), ":r": reason, ":c": cluster.name},
             ReturnValues="ALL_NEW",
         )["Attributes"]
         return _from_dynamo(raw)
 
     # ------------------------------------------------------------ rollouts (rollouts.py)
 
-    def rollouts(self, cluster: str) -> list[dict[str, Any]]:
+    def rollouts(self, cluster: ClusterRef) -> list[dict[str, Any]]:
         """Every rollout item of the cluster (one per bundle fingerprint rolled out)."""
         return self._query_all(
-            KeyConditionExpression=Key("pk").eq(CLUSTER_PK + cluster) & Key("sk").begins_with(ROLLOUT_PREFIX),
+            KeyConditionExpression=Key("pk").eq(CLUSTER_PK + cluster.key) & Key("sk").begins_with(ROLLOUT_PREFIX),
             ConsistentRead=True,
         )
 
-    def rollout(self, cluster: str, fingerprint: str) -> dict[str, Any] | None:
-        key = {"pk": CLUSTER_PK + cluster, "sk": ROLLOUT_PREFIX + fingerprint}
+    def rollout(self, cluster: ClusterRef, fingerprint: str) -> dict[str, Any] | None:
+        key = {"pk": CLUSTER_PK + cluster.key, "sk": ROLLOUT_PREFIX + fingerprint}
         raw = self._table.get_item(Key=key, ConsistentRead=True).get("Item")
         return _from_dynamo(raw) if raw else None
 
-    def start_rollout(self, item: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
+    def start_rollout(self, cluster: ClusterRef, item: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
         """Create the rollout item unless it exists (conditional put); (created, the item)."""
-        full = {**item, "pk": CLUSTER_PK + item["cluster_name"], "sk": ROLLOUT_PREFIX + item["fingerprint"]}
+        full = {**item, **_cluster_fields(cluster)}
+        full |= {"pk": CLUSTER_PK + cluster.key, "sk": ROLLOUT_PREFIX + item["fingerprint"]}
         try:
             self._table.put_item(Item=_to_dynamo(full), ConditionExpression=Attr("pk").not_exists())
         except ClientError as exc:
             if not _conditional_failed(exc):
                 raise
-            existing = self.rollout(item["cluster_name"], item["fingerprint"])
+            existing = self.rollout(cluster, item["fingerprint"])
             if existing is None:
-                raise RecordConflict(f"rollout of {item['fingerprint']} in {item['cluster_name']} vanished") from exc
+                raise RecordConflict(f"rollout of {item['fingerprint']} in {cluster.key} vanished") from exc
             return False, existing
         return True, full
 
     def update_rollout(
-        self, cluster: str, fingerprint: str, fields: Mapping[str, Any], only_if_status_in: Iterable[str]
+        self, cluster: ClusterRef, fingerprint: str, fields: Mapping[str, Any], only_if_status_in: Iterable[str]
     ) -> dict[str, Any] | None:
         """Set fields on a rollout item while its status is one of `only_if_status_in` (else None):
         of concurrent writers (status events, sweep passes) one moves it."""
         condition = Attr("pk").exists() & Attr("rollout_status").is_in(list(only_if_status_in))
-        return self._set_if({"pk": CLUSTER_PK + cluster, "sk": ROLLOUT_PREFIX + fingerprint}, fields, condition)
+        return self._set_if({"pk": CLUSTER_PK + cluster.key, "sk": ROLLOUT_PREFIX + fingerprint}, fields, condition)
 
-    def claim_next_pass(self, cluster: str, fingerprint: str, now: float, at: float) -> bool:
+    def claim_next_pass(self, cluster: ClusterRef, fingerprint: str, now: float, at: float) -> bool:
         """Note that the rollout's next sweep pass is queued for `at`, unless one is already queued
         for a time between now and `at` (then False: that pass comes first, queue nothing)."""
         try:
             self._table.update_item(
-                Key={"pk": CLUSTER_PK + cluster, "sk": ROLLOUT_PREFIX + fingerprint},
+                Key={"pk": CLUSTER_PK + cluster.key, "sk": ROLLOUT_PREFIX + fingerprint},
                 UpdateExpression="SET next_pass_at = :at",
                 ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(next_pass_at) "
                 "OR next_pass_at <= :now OR next_pass_at > :at)",
@@ -397,12 +409,15 @@ class RecordStore:
             raise
         return True
 
-    def good_bundle(self, cluster: str) -> dict[str, Any] | None:
-        raw = self._table.get_item(Key={"pk": CLUSTER_PK + cluster, "sk": GOOD_BUNDLE}, ConsistentRead=True).get("Item")
+    def good_bundle(self, cluster: ClusterRef) -> dict[str, Any] | None:
+        raw = self._table.get_item(Key={"pk": CLUSTER_PK + cluster.key, "sk": GOOD_BUNDLE}, ConsistentRead=True).get(
+            "Item"
+        )
         return _from_dynamo(raw) if raw else None
 
-    def set_good_bundle(self, cluster: str, item: Mapping[str, Any]) -> None:
-        self._table.put_item(Item=_to_dynamo({**item, "pk": CLUSTER_PK + cluster, "sk": GOOD_BUNDLE}))
+    def set_good_bundle(self, cluster: ClusterRef, item: Mapping[str, Any]) -> None:
+        item = {**item, **_cluster_fields(cluster), "pk": CLUSTER_PK + cluster.key, "sk": GOOD_BUNDLE}
+        self._table.put_item(Item=_to_dynamo(item))
 
     # ------------------------------------------------------------ in-flight claim
 

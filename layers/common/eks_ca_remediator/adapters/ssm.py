@@ -73,6 +73,19 @@ class SendRoles:
         self._held[cluster] = (client, expires_at)
         return client
 
+    def enrolled(self, cluster: str) -> bool:
+        """Whether this account's stack enrolls `cluster` (it wrote the cluster's send-role parameter:
+        in a member account, the member stack's own EnrolledClusters)."""
+        if cluster in self._held:
+            return True
+        try:
+            self._ssm.get_parameter(Name=self.path + cluster)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
+                return False
+            raise
+        return True
+
 
 class RunCommand:
     def __init__(
@@ -85,6 +98,10 @@ class RunCommand:
         # local runs) through ssm_client.
         self.send_roles = send_roles
         self._platforms: dict[str, str] = {}
+
+    def enrolled(self, cluster: str) -> bool:
+        """Whether this account's stack enrolls `cluster` (always, without send roles: tests)."""
+        return self.send_roles is None or self.send_roles.enrolled(cluster)
 
     def platform_name(self, instance_id: str) -> str:
         """PlatformName SSM reported for the instance at its last ping_status ("" if never seen)."""

@@ -13,7 +13,7 @@ from eks_ca_remediator.decisions import Outcome, outcome_of, record_status_for, 
 from eks_ca_remediator.errors import AttemptNotFound
 from eks_ca_remediator.logic.remediation import Remediator, iso
 from eks_ca_remediator.logic.rollout import on_result
-from eks_ca_remediator.models import CommandInvocationStatusChange, Status
+from eks_ca_remediator.models import ClusterRef, CommandInvocationStatusChange, Status
 from eks_ca_remediator.reconcile import OUTPUT_WAIT_SECONDS, UNRECONCILED, output_pending
 from eks_ca_remediator.safety import COOLDOWN_AFTER, breaker_effect
 
@@ -26,9 +26,9 @@ NOT_THE_NODES_FAULT = frozenset({"Terminated", "Undeliverable", "DeliveryTimedOu
 def _count_for_breaker(record: dict[str, Any], status: Status, now: float, remediator: Remediator) -> None:
     """A final result moves its cluster's circuit breaker (safety.py)."""
     effect = breaker_effect(status)
-    cluster = record.get("cluster")
-    if effect is None or not cluster or record.get("ssm_status_details") in NOT_THE_NODES_FAULT:
+    if effect is None or not record.get("cluster") or record.get("ssm_status_details") in NOT_THE_NODES_FAULT:
         return  # a node terminated or unreachable mid-command says nothing about the remediation
+    cluster = ClusterRef.of_record(record)  # (account, region, name): that account's breaker
     if effect == "success":
         remediator.records.breaker_success(cluster)
         return
@@ -40,7 +40,7 @@ def _count_for_breaker(record: dict[str, Any], status: Status, now: float, remed
         telemetry.count(telemetry.CIRCUIT_BREAKER_OPEN)
         logger.error(
             "circuit breaker opened: automatic remediations of the cluster are paused",
-            cluster=cluster,
+            cluster=cluster.key,
             consecutive_failures=failures,
             open_seconds=settings.breaker_open_seconds,
         )

@@ -27,7 +27,11 @@ def on_launch(event: InstanceStateChange, remediator: Remediator) -> dict[str, A
     cluster = node_cluster(instance.tags, remediator.settings.enrolled_clusters)
     if isinstance(cluster, Disagreement):
         plan = build_plan(
-            remediator.settings, Trigger.LAUNCH, remediator.clock(), cluster=cluster.cluster, records=remediator.records
+            remediator.settings,
+            Trigger.LAUNCH,
+            remediator.clock(),
+            cluster=remediator.cluster(cluster.cluster),
+            records=remediator.records,
         )
         skipped = remediator.skip_disagreeing([(instance_id, cluster)], plan, event.id, event.time.timestamp())
         return {"action": "skipped", "reason": cluster.reason, "records": skipped}
@@ -39,7 +43,11 @@ def on_launch(event: InstanceStateChange, remediator: Remediator) -> dict[str, A
             "instance_id": instance_id,
         }
     plan = build_plan(
-        remediator.settings, Trigger.LAUNCH, remediator.clock(), cluster=cluster, records=remediator.records
+        remediator.settings,
+        Trigger.LAUNCH,
+        remediator.clock(),
+        cluster=remediator.cluster(cluster),
+        records=remediator.records,
     )
     records = remediator.start(
         [Target(instance_id=instance_id, cluster=cluster)],

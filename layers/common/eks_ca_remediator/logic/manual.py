@@ -48,9 +48,15 @@ def _targets(request: ManualRequest, remediator: Remediator) -> tuple[list[Targe
 def reset_breaker(cluster: str, request: ManualRequest, remediator: Remediator) -> dict[str, Any]:
     if cluster not in remediator.settings.enrolled_clusters:
         raise InvalidRequest(f"cluster {cluster!r} is not enrolled")
-    item = remediator.records.breaker_reset(cluster, remediator.clock(), request.reason or "manual reset")
+    ref = remediator.cluster(cluster)
+    item = remediator.records.breaker_reset(ref, remediator.clock(), request.reason or "manual reset")
     logger.warning("circuit breaker reset by a manual invoke", cluster=cluster, reason=item.get("reset_reason"))
-    return {"breaker": Breaker.from_item(cluster, item).__dict__ | {"reset": True}, "records": [], "count": 0}
+    return {"breaker": Breaker.from_item(ref.key, item).__dict__ | {"reset": True}, "records": [], "count": 0}
+
+
+def _account(remediator: Remediator) -> str:
+    """A member account's cluster is named with its account in a manual invoke."""
+    return f', "account": "{remediator.account}"' if remediator.account else ""
 
 
 def remediate(request: ManualRequest, request_id: str, remediator: Remediator) -> dict[str, Any]:
@@ -67,17 +73,17 @@ def remediate(request: ManualRequest, request_id: str, remediator: Remediator) -
         plan = build_plan(remediator.settings, Trigger.MANUAL, now, cluster=cluster, reason=request.reason or "")
         records = remediator.skip_disagreeing(disagreeing, plan, request_id, now)
         return {"records": records, "count": len(records)}
-    breaker = Breaker.from_item(cluster, remediator.records.breaker(cluster))
-    if breaker.is_open(now) and not request.force:
+    breaker = remediator.open_breaker(cluster, now)
+    if breaker is not None and not request.force:
         raise InvalidRequest(
             f'{breaker.why()}; nothing sent. Pass "force": true to remediate anyway, or '
-            f'{{"cluster": "{breaker.cluster}", "reset_breaker": true}} to close it'
+            f'{{"cluster": "{cluster}", "reset_breaker": true{_account(remediator)}}} to close it'
         )
     plan = build_plan(
         remediator.settings,
         Trigger.MANUAL,
         now,
-        cluster=cluster,  # every target is a node of the one cluster asked for
+        cluster=remediator.cluster(cluster),  # every target is a node of the one cluster asked for
         strategy=request.strategy,
         dry_run=request.dry_run,
         reason=request.reason or "manual invoke",

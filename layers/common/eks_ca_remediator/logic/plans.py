@@ -13,7 +13,7 @@ from eks_ca_remediator.adapters.ca_sources import read_source
 from eks_ca_remediator.adapters.records import RecordStore
 from eks_ca_remediator.bundle import CaBundle, canonical_bundle
 from eks_ca_remediator.errors import BundleError
-from eks_ca_remediator.models import Plan, Strategy, Trigger
+from eks_ca_remediator.models import ClusterRef, Plan, Strategy, Trigger
 from eks_ca_remediator.rollouts import Rollout, bundle_choice
 from eks_ca_remediator.settings import Settings
 
@@ -36,7 +36,7 @@ def current_bundle(settings: Settings, cluster: str, now: float) -> CaBundle:
     return canonical_bundle(*parts, now=at)
 
 
-def good_bundle(records: RecordStore, cluster: str, now: float) -> CaBundle | None:
+def good_bundle(records: RecordStore, cluster: ClusterRef, now: float) -> CaBundle | None:
     """The cluster's good bundle (the one whose rollout completed last), if it has one."""
     item = records.good_bundle(cluster)
     if item is None:
@@ -44,10 +44,13 @@ def good_bundle(records: RecordStore, cluster: str, now: float) -> CaBundle | No
     return canonical_bundle(item["pem"], now=datetime.fromtimestamp(now, UTC))
 
 
-def bundle_for_trigger(settings: Settings, records: RecordStore, cluster: str, now: float, force: bool) -> CaBundle:
+def bundle_for_trigger(
+    settings: Settings, records: RecordStore, cluster: ClusterRef, now: float, force: bool
+) -> CaBundle:
     """What a launch, pull-failure or manual trigger sends (rollouts.bundle_choice): the current
-    bundle, or the good one while the current one's rollout has not completed."""
-    current = current_bundle(settings, cluster, now)
+    bundle, or the good one while the current one's rollout (in that account's cluster) has not
+    completed."""
+    current = current_bundle(settings, cluster.name, now)
     good = records.good_bundle(cluster)
     item = (
         records.rollout(cluster, current.fingerprint) if good and good["fingerprint"] != current.fingerprint else None
@@ -57,7 +60,7 @@ def bundle_for_trigger(settings: Settings, records: RecordStore, cluster: str, n
         return current
     logger.info(
         "sending the cluster's good bundle: the current one's rollout has not completed",
-        cluster=cluster,
+        cluster=cluster.key,
         good=good["fingerprint"] if good else None,
         current=current.fingerprint,
     )
@@ -82,7 +85,7 @@ def build_plan(
     trigger: Trigger,
     now: float,
     *,
-    cluster: str,
+    cluster: str | ClusterRef,
     strategy: Strategy | None = None,
     dry_run: bool | None = None,
     registry_hosts: tuple[str, ...] | None = None,
@@ -92,10 +95,14 @@ def build_plan(
     bundle: CaBundle | None = None,
 ) -> Plan:
     """The plan of a trigger. With `records` (launch, pull-failure, manual), the bundle is the one
-    bundle_for_trigger chooses; without, the cluster's current bundle (the sweep); or `bundle`."""
-    if bundle is None:
-        use_good = records is not None and trigger is not Trigger.SWEEP
-        bundle = bundle_for_trigger(settings, records, cluster, now, force) if use_good and records else None
+    bundle_for_trigger chooses for `cluster` (then a ClusterRef: whose good bundle and rollout);
+    without, the cluster's current bundle (the sweep); or `bundle`."""
+    ref = cluster if isinstance(cluster, ClusterRef) else None
+    cluster = cluster.name if isinstance(cluster, ClusterRef) else cluster
+    if bundle is None and records is not None and trigger is not Trigger.SWEEP:
+        if ref is None:
+            raise TypeError("build_plan with records: give the cluster as a ClusterRef (whose good bundle)")
+        bundle = bundle_for_trigger(settings, records, ref, now, force)
     bundle = bundle or current_bundle(settings, cluster, now)
     return Plan(
         cluster=cluster,
@@ -119,13 +126,14 @@ def plan_for_attempt(
 ) -> Plan:
     """The plan of an attempt that waited for its agent: same choices, the bundle as it is now
     (an attempt created to send the cluster's good bundle - a rollback - sends it still)."""
-    good = records.good_bundle(attempt["cluster"]) if records is not None else None
+    ref = ClusterRef.of_record(attempt)
+    good = records.good_bundle(ref) if records is not None else None
     keep_good = good is not None and good["fingerprint"] == attempt.get("fingerprint")
     return build_plan(
         settings,
         Trigger(attempt["trigger"]),
         now,
-        cluster=attempt["cluster"],
+        cluster=ref,
         strategy=Strategy(attempt["strategy"]),
         dry_run=bool(attempt.get("dry_run")),
         registry_hosts=tuple(attempt.get("registry_hosts") or ()),

@@ -136,7 +136,7 @@ def _act(findings: _Findings, remediator: Remediator) -> list[dict[str, Any]]:
         target = Target(instance_id=instance_id, cluster=cluster)
         if cluster not in plans:
             plans[cluster] = build_plan(
-                settings, Trigger.PULL_FAILURE, now, cluster=cluster, records=remediator.records
+                settings, Trigger.PULL_FAILURE, now, cluster=remediator.cluster(cluster), records=remediator.records
             )
         if failures.remediable:
             hosts = registry_hosts(failures)

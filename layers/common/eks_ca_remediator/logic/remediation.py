@@ -39,7 +39,7 @@ from eks_ca_remediator.decisions import (
 )
 from eks_ca_remediator.errors import AgentNotRegistered, ConfigurationError, SendDenied
 from eks_ca_remediator.logic.plans import plan_for_attempt
-from eks_ca_remediator.models import AgentWaitMessage, NodeKind, Plan, Status, Strategy, Target
+from eks_ca_remediator.models import AgentWaitMessage, ClusterRef, NodeKind, Plan, Status, Strategy, Target
 from eks_ca_remediator.reconcile import recheck_due, result_due
 from eks_ca_remediator.safety import (
     Breaker,
@@ -88,6 +88,10 @@ class Remediator:
     sweep_queue: DelayQueue | None = None
     # The deployment's SNS topic (ALARM_TOPIC_ARN): a change of trust and a rollout's halt, in words.
     notifier: Notifier | None = None
+
+    def cluster(self, name: str) -> ClusterRef:
+        """The cluster `name` of this Remediator's account: the key of its state (models.ClusterRef)."""
+        return ClusterRef(name, self.account, self.settings.region)
 
     # ------------------------------------------------------------------ start
 
@@ -200,31 +204,37 @@ class Remediator:
     ) -> dict[str, Any]:
         created = iso(created_at)
         deadline = now + self.settings.agent_wait_deadline_seconds
-        return {
-            "pk": target.instance_id,
-            "sk": attempt_sk(created, plan.trigger.value, trigger_key),
-            "instance_id": target.instance_id,
-            "cluster": target.cluster,
-            "trigger": plan.trigger.value,
-            "trigger_key": trigger_key,
-            "strategy": plan.strategy.value,
-            "dry_run": plan.dry_run,
-            "registry_hosts": list(plan.registry_hosts),
-            "canary_image": plan.canary_image,
-            "fingerprint": plan.fingerprint,
-            "ca_warnings": list(plan.ca_warnings),
-            "ca_not_after": plan.ca_not_after,
-            "remediator_version": __version__,
-            "force": plan.force,
-            "reason": plan.reason,
-            "status": Status.PENDING_AGENT.value,
-            "created_at": created,
-            "updated_at": iso(now),
-            "agent_wait_deadline": deadline,
-            "expires_at": int(now + self.settings.record_ttl_days * 86400),
-            OPEN_MARK: OPEN,  # in the open-attempts index until a final status is written
-            RECONCILE_AT: recheck_due(deadline),
-        } | ({"account": self.account} if self.account else {})
+        cluster = self.cluster(target.cluster)
+        return (
+            {
+                "pk": target.instance_id,
+                "sk": attempt_sk(created, plan.trigger.value, trigger_key),
+                "instance_id": target.instance_id,
+                "cluster": cluster.key,  # the by-cluster index's key
+                "cluster_name": cluster.name,
+                "trigger": plan.trigger.value,
+                "trigger_key": trigger_key,
+                "strategy": plan.strategy.value,
+                "dry_run": plan.dry_run,
+                "registry_hosts": list(plan.registry_hosts),
+                "canary_image": plan.canary_image,
+                "fingerprint": plan.fingerprint,
+                "ca_warnings": list(plan.ca_warnings),
+                "ca_not_after": plan.ca_not_after,
+                "remediator_version": __version__,
+                "force": plan.force,
+                "reason": plan.reason,
+                "status": Status.PENDING_AGENT.value,
+                "created_at": created,
+                "updated_at": iso(now),
+                "agent_wait_deadline": deadline,
+                "expires_at": int(now + self.settings.record_ttl_days * 86400),
+                OPEN_MARK: OPEN,  # in the open-attempts index until a final status is written
+                RECONCILE_AT: recheck_due(deadline),
+            }
+            | ({"account": self.account} if self.account else {})
+            | ({"region": cluster.region} if cluster.region else {})
+        )
 
     # ------------------------------------------------------------------ agent wait
 
@@ -234,7 +244,7 @@ class Remediator:
         message = AgentWaitMessage(
             instance_id=attempt["pk"],
             attempt_sk=attempt["sk"],
-            cluster=attempt["cluster"],
+            cluster=ClusterRef.of_record(attempt).name,
             deadline=float(attempt["agent_wait_deadline"]),
             checks=checks,
             account=self.account,
@@ -333,13 +343,14 @@ class Remediator:
 
     def open_breaker(self, cluster: str, now: float) -> Breaker | None:
         """The cluster's circuit breaker if it is open now (automatic triggers pause), else None."""
-        breaker = Breaker.from_item(cluster, self.records.breaker(cluster))
+        ref = self.cluster(cluster)
+        breaker = Breaker.from_item(ref.key, self.records.breaker(ref))
         return breaker if breaker.is_open(now) else None
 
     def in_flight_room(self, cluster: str, now: float) -> tuple[int, int]:
         """(how many more of the cluster's nodes may be sent to now, the cluster's in-flight limit)."""
         limit = self.in_flight_limit(cluster, now)
-        leases, _ = self.records.leases(cluster)
+        leases, _ = self.records.leases(self.cluster(cluster))
         return in_flight_budget(len(live_leases(leases, now)), limit), limit
 
     def in_flight_limit(self, cluster: str, now: float) -> int:
@@ -349,7 +360,7 @@ class Remediator:
         settings = self.settings
         running: int | None = None
         if settings.max_in_flight_percent:
-            item = self.records.breaker(cluster) or {}
+            item = self.records.breaker(self.cluster(cluster)) or {}
             running = item.get("running_nodes")
             if running is None or now - float(item.get("nodes_counted_at", 0)) > NODE_COUNT_MAX_AGE_SECONDS:
                 running = self.count_running_nodes(cluster, now)
@@ -387,7 +398,7 @@ class Remediator:
     def count_running_nodes(self, cluster: str, now: float, nodes: Sequence[str] | None = None) -> int:
         """Count (or take) the cluster's running nodes and keep the count for the percent limit."""
         count = len(self.running_nodes(cluster) if nodes is None else nodes)
-        self.records.record_node_count(cluster, count, now)
+        self.records.record_node_count(self.cluster(cluster), count, now)
         return count
 
     def _finished_before(self, attempt: dict[str, Any], now: float) -> float | None:
@@ -426,7 +437,7 @@ class Remediator:
             return []
         limit = self.in_flight_limit(cluster, now)
         until = now + live_seconds(self.settings.agent_wait_deadline_seconds, self.settings.command_timeout_seconds)
-        leased = set(self.records.take_leases(cluster, [a["pk"] for a in claimed], limit, now, until))
+        leased = set(self.records.take_leases(self.cluster(cluster), [a["pk"] for a in claimed], limit, now, until))
         for attempt in claimed:
             if attempt["pk"] not in leased:
                 self.records.release(attempt["pk"], attempt["sk"])
@@ -575,7 +586,7 @@ class Remediator:
         later attempt on the node holds, and a result whose first handling died half-way is
         completed by its redelivery."""
         if self.records.holds(attempt["pk"], attempt["sk"]):
-            self.records.end_lease(attempt["cluster"], attempt["pk"])
+            self.records.end_lease(ClusterRef.of_record(attempt), attempt["pk"])
         self.records.release(attempt["pk"], attempt["sk"], finished_at=finished_at)
 
     def wait_again(self, attempt: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from eks_ca_remediator.bundle import CaBundle, canonical_bundle
 from eks_ca_remediator.errors import InvalidRequest, NotificationFailed
 from eks_ca_remediator.logic.plans import build_plan
 from eks_ca_remediator.logic.remediation import Remediator, iso
-from eks_ca_remediator.models import Status, Target, Trigger
+from eks_ca_remediator.models import ClusterRef, Status, Target, Trigger
 from eks_ca_remediator.rollouts import Rollout, RolloutStatus, halts, trust_change, trust_changed
 from eks_ca_remediator.sweeps import SweepJob
 
@@ -35,8 +35,10 @@ def _cas(bundle: CaBundle) -> tuple[tuple[str, str, str], ...]:
     return tuple((c.subject, c.sha256, c.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")) for c in bundle.certificates)
 
 
-def _invoke(cluster: str, action: str) -> str:
-    return f'sam remote invoke RemediateFunction --event \'{{"cluster": "{cluster}", "rollout": "{action}"}}\''
+def _invoke(cluster: str, action: str, account: str | None = None) -> str:
+    """The manual invoke that resumes or rolls back a rollout (a member account's names its account)."""
+    named = f', "account": "{account}"' if account else ""
+    return f'sam remote invoke RemediateFunction --event \'{{"cluster": "{cluster}"{named}, "rollout": "{action}"}}\''
 
 
 def notify(remediator: Remediator, subject: str, lines: list[str]) -> None:
@@ -53,7 +55,7 @@ def notify(remediator: Remediator, subject: str, lines: list[str]) -> None:
 
 
 def good_item(remediator: Remediator, cluster: str) -> dict[str, Any] | None:
-    return remediator.records.good_bundle(cluster)
+    return remediator.records.good_bundle(remediator.cluster(cluster))
 
 
 def rollout_for_sweep(remediator: Remediator, job: SweepJob, bundle: CaBundle, now: float) -> Rollout | None:
@@ -61,7 +63,7 @@ def rollout_for_sweep(remediator: Remediator, job: SweepJob, bundle: CaBundle, n
     the bundle; None when the bundle is the cluster's good one (no waves: the sweep brings drifted
     nodes to it at once). A rollout of another bundle that is HALTED holds the cluster: returned
     as it is, so the pass sends nothing until a manual resume or rollback."""
-    records, cluster = remediator.records, job.cluster
+    records, cluster = remediator.records, remediator.cluster(job.cluster)
     good = records.good_bundle(cluster)
     if good is not None and good["fingerprint"] == bundle.fingerprint:
         return None
@@ -74,7 +76,7 @@ def rollout_for_sweep(remediator: Remediator, job: SweepJob, bundle: CaBundle, n
         mine = _start(remediator, job, bundle, good, items, now)
     rollout = Rollout.from_item(mine)
     if rollout.status is RolloutStatus.COMPLETE:
-        set_good(remediator, cluster, bundle, now)  # the source went back to a bundle that completed
+        set_good(remediator, cluster.name, bundle, now)  # the source went back to a bundle that completed
         return None
     if rollout.status is RolloutStatus.SUPERSEDED:  # the source went back to this bundle: from wave 1
         fields = {"rollout_status": RolloutStatus.ROLLING.value, "wave": 0, "wave_done_at": None}
@@ -91,10 +93,10 @@ def _start(
     others: list[dict[str, Any]],
     now: float,
 ) -> dict[str, Any]:
-    records, cluster = remediator.records, job.cluster
+    records, cluster = remediator.records, remediator.cluster(job.cluster)
     created, item = records.start_rollout(
+        cluster,
         {
-            "cluster_name": cluster,
             "fingerprint": bundle.fingerprint,
             "rollout_status": RolloutStatus.ROLLING.value,
             "origin": job.origin,
@@ -103,7 +105,7 @@ def _start(
             "previous_good": good["fingerprint"] if good else None,
             "created_at_iso": iso(now),
             "expires_at": int(now + remediator.settings.record_ttl_days * 86400),
-        }
+        },
     )
     if not created:
         return item
@@ -115,8 +117,8 @@ def _start(
                 {"rollout_status": RolloutStatus.SUPERSEDED.value, "superseded_by": bundle.fingerprint},
                 ROLLING,
             )
-            logger.warning("rollout superseded by a newer bundle", cluster=cluster, old=other["fingerprint"])
-    announce(remediator, cluster, bundle, good)
+            logger.warning("rollout superseded by a newer bundle", cluster=cluster.key, old=other["fingerprint"])
+    announce(remediator, cluster.key, bundle, good)
     return item
 
 
@@ -160,9 +162,8 @@ def set_good(remediator: Remediator, cluster: str, bundle: CaBundle, now: float)
     """`bundle` becomes the cluster's good bundle (its rollout completed): the sweep brings drifted
     nodes to it at once, and the other triggers send it."""
     remediator.records.set_good_bundle(
-        cluster,
+        remediator.cluster(cluster),
         {
-            "cluster_name": cluster,
             "fingerprint": bundle.fingerprint,
             "pem": bundle.pem,
             "ca_not_after": min(c.not_after for c in bundle.certificates).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -174,7 +175,7 @@ def set_good(remediator: Remediator, cluster: str, bundle: CaBundle, now: float)
 def complete(remediator: Remediator, rollout: Rollout, bundle: CaBundle, now: float) -> None:
     """Every node holds the bundle: it becomes the cluster's good bundle."""
     done = remediator.records.update_rollout(
-        rollout.cluster,
+        remediator.cluster(rollout.cluster),
         rollout.fingerprint,
         {"rollout_status": RolloutStatus.COMPLETE.value, "completed_at": iso(now)},
         ROLLING,
@@ -189,7 +190,7 @@ def complete(remediator: Remediator, rollout: Rollout, bundle: CaBundle, now: fl
 def claim_next_pass(remediator: Remediator, job: SweepJob, delay: int) -> bool:
     """Queue the rollout's next sweep pass in `delay` s unless one is already due by then."""
     now = remediator.clock()
-    claimed = remediator.records.claim_next_pass(job.cluster, job.fingerprint, now, now + delay)
+    claimed = remediator.records.claim_next_pass(remediator.cluster(job.cluster), job.fingerprint, now, now + delay)
     if claimed and remediator.sweep_queue is not None:
         remediator.sweep_queue.schedule(job.model_copy(update={"passes": 0}), delay)
     return claimed
@@ -202,9 +203,10 @@ def on_result(
     record: dict[str, Any], status: Status, remediator: Remediator, not_the_nodes_fault: frozenset[str]
 ) -> None:
     """A final result of a node sent a rollout's bundle: halt the rollout, or queue its next pass."""
-    cluster, fingerprint = record.get("cluster"), record.get("fingerprint")
-    if not cluster or not fingerprint or record.get("dry_run"):
+    fingerprint = record.get("fingerprint")
+    if not record.get("cluster") or not fingerprint or record.get("dry_run"):
         return
+    cluster = ClusterRef.of_record(record)  # the rollout of that account's cluster
     item = remediator.records.rollout(cluster, fingerprint)
     if item is None or item.get("rollout_status") != RolloutStatus.ROLLING.value:
         return
@@ -213,7 +215,11 @@ def on_result(
         return
     if status is Status.SUCCEEDED and item.get("origin"):
         job = SweepJob(
-            origin=item["origin"], cluster=cluster, started_at=float(item["started_at"]), fingerprint=fingerprint
+            origin=item["origin"],
+            cluster=cluster.name,
+            account=cluster.account,
+            started_at=float(item["started_at"]),
+            fingerprint=fingerprint,
         )
         claim_next_pass(remediator, job, KICK_SECONDS)
 
@@ -223,7 +229,7 @@ def _halt(remediator: Remediator, rollout: Rollout, record: dict[str, Any]) -> N
     reason = str(record.get("reason") or record.get("status"))
     committed = trust_changed(record)
     halted = remediator.records.update_rollout(
-        rollout.cluster,
+        ClusterRef.of_record(record),
         rollout.fingerprint,
         {
             "rollout_status": RolloutStatus.HALTED.value,
@@ -241,6 +247,7 @@ def _halt(remediator: Remediator, rollout: Rollout, record: dict[str, Any]) -> N
     logger.error(
         "rollout halted: the new CA bundle failed on a node; nothing more is sent with it",
         cluster=rollout.cluster,
+        account=record.get("account"),  # (a member account's cluster: name it in the invoke too)
         fingerprint=rollout.fingerprint,
         wave=rollout.wave + 1,
         instance_id=node,
@@ -260,9 +267,9 @@ def _halt(remediator: Remediator, rollout: Rollout, record: dict[str, Any]) -> N
             "That node's trust changed: " + ("yes" if committed else "no (the bundle was rejected before commit)"),
             "",
             "Once the cause is fixed, resume:",
-            f"  {_invoke(rollout.cluster, 'resume')}",
+            f"  {_invoke(rollout.cluster, 'resume', record.get('account'))}",
             "Or roll the nodes it changed back to the good bundle:",
-            f"  {_invoke(rollout.cluster, 'rollback')}",
+            f"  {_invoke(rollout.cluster, 'rollback', record.get('account'))}",
         ],
     )
 
@@ -273,7 +280,8 @@ def _halt(remediator: Remediator, rollout: Rollout, record: dict[str, Any]) -> N
 def _halted(remediator: Remediator, cluster: str) -> dict[str, Any]:
     if cluster not in remediator.settings.enrolled_clusters:
         raise InvalidRequest(f"cluster {cluster!r} is not enrolled")
-    halted = [i for i in remediator.records.rollouts(cluster) if i.get("rollout_status") == RolloutStatus.HALTED.value]
+    rollouts = remediator.records.rollouts(remediator.cluster(cluster))
+    halted = [i for i in rollouts if i.get("rollout_status") == RolloutStatus.HALTED.value]
     if not halted:
         raise InvalidRequest(f"cluster {cluster!r} has no halted rollout")
     return halted[0]
@@ -287,7 +295,7 @@ def resume(remediator: Remediator, cluster: str, request_id: str, reason: str) -
     now = remediator.clock()
     origin = f"resume-{request_id}"[:128]
     remediator.records.update_rollout(
-        cluster,
+        remediator.cluster(cluster),
         item["fingerprint"],
         {
             "rollout_status": RolloutStatus.ROLLING.value,
@@ -301,7 +309,8 @@ def resume(remediator: Remediator, cluster: str, request_id: str, reason: str) -
     )
     if remediator.sweep_queue is None:
         raise InvalidRequest("SWEEP_QUEUE_URL is not set: the rollout cannot be resumed from here")
-    remediator.sweep_queue.schedule(SweepJob(origin=origin, cluster=cluster, started_at=now), 0)
+    job = SweepJob(origin=origin, cluster=cluster, account=remediator.account, started_at=now)
+    remediator.sweep_queue.schedule(job, 0)
     logger.warning("rollout resumed by a manual invoke", cluster=cluster, fingerprint=item["fingerprint"])
     resumed = {"rollout": "resumed", "cluster": cluster, "fingerprint": item["fingerprint"], "wave": item["wave"] + 1}
     return resumed | {"records": [], "count": 0}
@@ -312,10 +321,11 @@ def rollback(remediator: Remediator, cluster: str, request_id: str, reason: str)
     (a node that rejected it before commit kept the good one). Forced: past the breaker and the
     cooldown, as an operator's fix must be. The rollout stays halted until resumed."""
     item = _halted(remediator, cluster)
-    good = remediator.records.good_bundle(cluster)
+    ref = remediator.cluster(cluster)
+    good = remediator.records.good_bundle(ref)
     if good is None:
         raise InvalidRequest(f"cluster {cluster!r} has no good bundle yet (first rollout): nothing to roll back to")
-    attempts = remediator.records.cluster_attempts(cluster, "1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z")
+    attempts = remediator.records.cluster_attempts(ref, "1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z")
     affected = sorted({a["pk"] for a in attempts if a.get("fingerprint") == item["fingerprint"] and trust_changed(a)})
     now = remediator.clock()
     at = datetime.fromtimestamp(now, UTC)
@@ -330,7 +340,7 @@ def rollback(remediator: Remediator, cluster: str, request_id: str, reason: str)
     )
     records = remediator.start([Target(instance_id=i, cluster=cluster) for i in affected], plan, request_id, now)
     remediator.records.update_rollout(
-        cluster,
+        ref,
         item["fingerprint"],
         {"rolled_back_at": iso(now), "rolled_back_nodes": len(affected)},
         (RolloutStatus.HALTED.value,),

@@ -11,13 +11,22 @@ run()    one pass of a job: fetch the cluster's bundle, list its running nodes, 
          repeated pass or a redelivered message sends nothing twice. While the cluster's circuit
          breaker is open (Remediator.open_breaker, the gate every dispatch goes through) a pass
          creates no attempts and queues itself for when the breaker closes.
+
+Central mode (docs/scale.md): begin() queues a job per enrolled cluster in the deployment's own
+account and in every ACTIVE account of the organisation (AWS Organizations ListAccounts, read at
+every trigger) whose member role can be assumed; run() sweeps a member's cluster through that role
+(wiring.remediator(account)), with that (account, cluster)'s breaker, in-flight limit and rollout
+(models.ClusterRef), unless the member stack does not enroll the cluster. An account whose role
+cannot be assumed is skipped, logged and counted (SweepAccountsUnreachable); when ListAccounts
+fails, only the deployment's own account is swept, and that is logged and counted
+(SweepAccountListingFailed).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -26,6 +35,7 @@ from eks_ca_remediator import telemetry
 from eks_ca_remediator.adapters.queue import DelayQueue
 from eks_ca_remediator.bundle import CaBundle
 from eks_ca_remediator.decisions import chunks
+from eks_ca_remediator.errors import AccountListingFailed, ConfigurationError, MemberAccessDenied
 from eks_ca_remediator.logic.plans import build_plan, current_bundle
 from eks_ca_remediator.logic.remediation import Remediator
 from eks_ca_remediator.logic.rollout import claim_next_pass, complete, rollout_for_sweep
@@ -52,21 +62,66 @@ HISTORY_CHECK_EVERY = 100
 
 @dataclass
 class Sweeper:
-    remediator: Remediator
+    remediator: Remediator  # the deployment's own account's
     queue: DelayQueue
+    # Central mode: a member account's Remediator (wiring.remediator: MemberAccessDenied when its
+    # role cannot be assumed), and the organisation's ACTIVE accounts (read at every trigger).
+    remediator_for: Callable[[str | None], Remediator] | None = None
+    accounts: Callable[[], list[str]] | None = None
 
     def begin(self, trigger: SweepTrigger) -> dict[str, Any]:
-        """Queue one sweep job per affected enrolled cluster."""
+        """Queue one sweep job per affected enrolled cluster, in every account swept."""
         settings = self.remediator.settings
         clusters = clusters_to_sweep(trigger, {c: settings.sources_for(c) for c in settings.enrolled_clusters})
-        for cluster in clusters:
-            self.queue.schedule(SweepJob(origin=trigger.id, cluster=cluster, started_at=trigger.time.timestamp()), 0)
-        logger.info("sweeps queued", trigger=trigger.detail_type, clusters=clusters)
-        return {"action": "sweeping" if clusters else "ignored", "clusters": clusters}
+        reach = self._accounts() if clusters else AccountsReached()
+        for account in reach.swept:
+            for cluster in clusters:
+                job = SweepJob(origin=trigger.id, cluster=cluster, account=account, started_at=trigger.time.timestamp())
+                self.queue.schedule(job, 0)
+        summary = {"action": "sweeping" if clusters else "ignored", "clusters": clusters} | reach.summary()
+        logger.info("sweeps queued", trigger=trigger.detail_type, **summary)
+        return summary
+
+    def _accounts(self) -> AccountsReached:
+        """The accounts a trigger's sweeps go to: ours, and (central mode) every ACTIVE account of
+        the organisation whose member role can be assumed; the others reported, never fatal."""
+        settings, reach = self.remediator.settings, AccountsReached()
+        if not settings.central or self.accounts is None or self.remediator_for is None:
+            return reach
+        try:
+            listed = self.accounts()
+        except AccountListingFailed as exc:
+            reach.listing_error = str(exc)
+            telemetry.count(telemetry.SWEEP_ACCOUNT_LISTING_FAILED)
+            logger.error("cannot list the organisation's accounts: only this account is swept", error=str(exc))
+            return reach
+        for account in (a for a in listed if settings.is_member(a)):
+            try:
+                self.remediator_for(account)  # assumes its member role (kept for the jobs' passes)
+            except MemberAccessDenied as exc:
+                reach.unreachable.append(account)
+                logger.error("member account unreachable: not swept", account=account, error=str(exc))
+                continue
+            reach.swept.append(account)
+        if reach.unreachable:
+            telemetry.count(telemetry.SWEEP_ACCOUNTS_UNREACHABLE, len(reach.unreachable))
+        return reach
+
+    def _remediator(self, account: str | None) -> Remediator:
+        if account is None:
+            return self.remediator
+        if self.remediator_for is None:
+            raise ConfigurationError(f"sweep job of account {account}: this deployment sweeps no member accounts")
+        return self.remediator_for(account)
 
     def run(self, job: SweepJob, remaining_ms: Callable[[], int]) -> dict[str, Any]:
         """One pass of a cluster's sweep; queues its continuation when work is left."""
-        r = self.remediator
+        r = self._remediator(job.account)
+        if r.account is not None and not r.run_command.enrolled(job.cluster):
+            logger.info(
+                "the member stack does not enroll the cluster: not swept", account=r.account, cluster=job.cluster
+            )
+            return {"cluster": job.cluster, "account": r.account, "action": "not-enrolled"}
         now = r.clock()
         breaker = r.open_breaker(job.cluster, now)  # the same gate as every other trigger's dispatch
         if breaker is not None:
@@ -83,6 +138,7 @@ class Sweeper:
             started_at = now if job.fingerprint else job.started_at
             job = job.model_copy(update={"fingerprint": plan.fingerprint, "started_at": started_at, "passes": 0})
         summary: dict[str, Any] = {"cluster": job.cluster, "sweep_id": job.sweep_id, "fingerprint": job.fingerprint}
+        summary |= {"account": job.account} if job.account else {}
         bundle = current_bundle(r.settings, job.cluster, now)  # (the plan's, from the source cache)
         rollout = rollout_for_sweep(r, job, bundle, now) if bundle.fingerprint == job.fingerprint else None
         if rollout is not None and rollout.status is RolloutStatus.HALTED:
@@ -104,7 +160,7 @@ class Sweeper:
         _agents_back(r, states)
         room, limit = r.in_flight_room(job.cluster, now)  # the one in-flight limit, every trigger's
         if rollout is not None:
-            return self._roll(job, rollout, bundle, plan, states, room, summary | {"limit": limit}, remaining_ms)
+            return self._roll(r, job, rollout, bundle, plan, states, room, summary | {"limit": limit}, remaining_ms)
         todo = plan_sweep(states, room)
         summary |= {"nodes": len(nodes), "states": todo.counts, "limit": limit, "deferred": todo.deferred, "started": 0}
 
@@ -142,6 +198,7 @@ class Sweeper:
 
     def _roll(
         self,
+        r: Remediator,
         job: SweepJob,
         rollout: Rollout,
         bundle: CaBundle,
@@ -155,7 +212,6 @@ class Sweeper:
         the in-flight limit, wait for their results, bake, or complete. Nodes this sweep tried
         without success are out of the wave counts (a later sweep tries them again), and so are the
         nodes our document is never sent to (NOT_REMEDIABLE: Windows, Auto Mode, no SSM agent)."""
-        r = self.remediator
         now = r.clock()
         counts = plan_sweep(states, 0).counts
         left_out = (NodeState.DONE, NodeState.NOT_REMEDIABLE, NodeState.NO_AGENT)  # not in the wave counts
@@ -172,8 +228,9 @@ class Sweeper:
         fields = {"wave": move.wave, "wave_done_at": move.wave_done_at, "origin": job.origin}
         fields |= {"started_at": job.started_at, "wave_target": targets[move.wave], "nodes_total": total}
         fields |= {"nodes_done": done, "last_pass_at": now}
-        if r.records.update_rollout(job.cluster, rollout.fingerprint, fields, (RolloutStatus.ROLLING.value,)) is None:
-            return self._held(Rollout.from_item(r.records.rollout(job.cluster, rollout.fingerprint) or {}), summary)
+        cluster = r.cluster(job.cluster)
+        if r.records.update_rollout(cluster, rollout.fingerprint, fields, (RolloutStatus.ROLLING.value,)) is None:
+            return self._held(Rollout.from_item(r.records.rollout(cluster, rollout.fingerprint) or {}), summary)
         if move.kind == "bake":
             claim_next_pass(r, job, min(move.delay, 900))
             return summary | {"action": "baking", "continue_in": min(move.delay, 900)}
@@ -194,8 +251,9 @@ class Sweeper:
         and churn the agent-wait queue meanwhile); run this pass again when it closes."""
         telemetry.count(telemetry.CIRCUIT_BREAKER_OPEN)
         reason = f"{breaker.why()}: sweep paused until it closes"
-        logger.warning("circuit breaker open: sweep paused", cluster=job.cluster, reason=reason)
+        logger.warning("circuit breaker open: sweep paused", cluster=job.cluster, account=job.account, reason=reason)
         summary = {"cluster": job.cluster, "action": "paused", "reason": reason}
+        summary |= {"account": job.account} if job.account else {}
         if job.passes + 1 >= MAX_PASSES:
             logger.warning("sweep gave up waiting on the circuit breaker; the next scheduled sweep continues")
             return summary | {"action": "gave-up"}
@@ -206,6 +264,22 @@ class Sweeper:
         self.queue.schedule(job, delay)
         logger.info("sweep continues in a new invocation", delay_seconds=delay, passes=job.passes, **summary)
         return summary | {"continue_in": delay}
+
+
+@dataclass
+class AccountsReached:
+    """The accounts a trigger's sweeps go to (None: the deployment's own), those skipped, and why
+    the organisation's accounts could not be listed, if they could not."""
+
+    swept: list[str | None] = field(default_factory=lambda: [None])
+    unreachable: list[str] = field(default_factory=list)
+    listing_error: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        members = [a for a in self.swept if a is not None]
+        found = {"member_accounts": members} if members else {}
+        found |= {"accounts_unreachable": self.unreachable} if self.unreachable else {}
+        return found | ({"account_listing_error": self.listing_error} if self.listing_error else {})
 
 
 def _agents_back(r: Remediator, states: dict[str, NodeState]) -> None:
