@@ -72,6 +72,8 @@ def test_the_dashboard_charts_only_metrics_the_product_emits_and_shows_every_ala
     assert charted <= emitted, charted - emitted
     # the metrics a user asked to see: rollouts (issue "Safe CA changes") and nodes left out
     assert {"TrustChanged", "RolloutHalted", "NotificationsFailed", "NodesWithoutSsmAgent"} <= charted
+    # and the member accounts central mode could not reach (issue "Org scale")
+    assert {"SweepAccountsUnreachable", "SweepAccountListingFailed", "ReconcileAccountsUnreachable"} <= charted
     alarms = {n for n, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     [panel] = [w for w in _dashboard()["widgets"] if w["type"] == "alarm"]
     assert {a.removeprefix("${").removesuffix(".Arn}") for a in panel["properties"]["alarms"]} == alarms
