@@ -122,6 +122,12 @@ def _function_role(name: str, props: dict[str, Any], tracing: bool) -> dict[str,
         elif len(policy) == 1 and next(iter(policy)) in POLICY_TEMPLATES:
             [(template, arguments)] = policy.items()
             document = POLICY_TEMPLATES[template](arguments)
+        elif "Fn::If" in policy and any(isinstance(b, dict) and "Statement" in b for b in policy["Fn::If"][1:]):
+            # an inline statement under a condition: SAM keeps the Fn::If around the inline policy
+            condition, yes, no = policy["Fn::If"]
+            named = {"PolicyName": f"{name}RolePolicy{len(inline)}", "PolicyDocument": yes}
+            inline.append({"Fn::If": [condition, named, no]})
+            continue
         else:  # a managed policy: Ref, or !If [condition, Ref, NoValue]
             managed.append(policy)
             continue
@@ -283,6 +289,16 @@ class Figures:
         )
 
 
+def policy_documents(policy: dict[str, Any]) -> list[Any]:
+    """The documents an inline policy entry can be: SAM writes a conditional statement as
+    {"Fn::If": [condition, {PolicyName, PolicyDocument}, AWS::NoValue]}; both branches are
+    candidates (the quota is measured for the larger)."""
+    if "Fn::If" in policy:
+        _, yes, no = policy["Fn::If"]
+        return [d for branch in (yes, no) if isinstance(branch, dict) for d in policy_documents(branch)]
+    return [policy["PolicyDocument"]] if "PolicyDocument" in policy else []
+
+
 def measure(path: Path, clusters: list[str], parameters: dict[str, Any], translator: bool = False) -> Figures:
     """Every quota's figure for the template at `path` deployed with these clusters. `parameters`:
     values for the other parameters (their defaults otherwise)."""
@@ -312,7 +328,8 @@ def measure(path: Path, clusters: list[str], parameters: dict[str, Any], transla
         if resource["Type"] == "AWS::IAM::Role":
             figures.trust_by_role[name] = size(concrete(props["AssumeRolePolicyDocument"], values))
             figures.inline_by_role[name] = sum(
-                size(concrete(p["PolicyDocument"], values)) for p in props.get("Policies", [])
+                max((size(concrete(d, values)) for d in policy_documents(p)), default=0)
+                for p in props.get("Policies", [])
             )
             figures.managed_count_by_role[name] = len(props.get("ManagedPolicyArns", []))
         elif resource["Type"] == "AWS::IAM::ManagedPolicy":
