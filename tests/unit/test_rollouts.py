@@ -147,3 +147,14 @@ def test_status_shows_the_good_bundle_and_a_rollout_in_progress_or_halted():
         '    rollback: {"cluster": "prod-b", "rollout": "rollback"}',
     ]
     assert all(len(line) <= 80 for line in lines)
+
+
+def test_a_member_clusters_halt_names_its_account_in_the_invoke_not_its_key():
+    from eks_ca_remediator.rollouts import control_event
+    from eks_ca_remediator.status import ClusterStatus, render_rollouts, with_rollouts
+
+    halted = {"fingerprint": "c" * 64, "rollout_status": "HALTED", "wave": 0, "halted_node": "i-0abc"}
+    member = with_rollouts(ClusterStatus("111122223333/prod"), None, [halted | {"halted_reason": "x509"}])
+    lines = render_rollouts([member])
+    assert '    resume: {"cluster": "prod", "account": "111122223333", "rollout": "resume"}' in lines
+    assert control_event("prod", "rollback") == '{"cluster": "prod", "rollout": "rollback"}'

@@ -14,6 +14,7 @@ new one. The rollout state is one item per cluster and fingerprint in the record
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -147,6 +148,13 @@ def bundle_choice(current: str, good: str | None, rollout: Rollout | None, force
     if rollout is not None and rollout.status is RolloutStatus.COMPLETE:
         return "current"
     return "good"
+
+
+def control_event(cluster: str, action: str, account: str | None = None) -> str:
+    """The manual invoke's payload that resumes or rolls back a halted rollout of `cluster` (its
+    name; a member account's cluster names its account too: the key is not a cluster name)."""
+    named = {"account": account} if account else {}
+    return json.dumps({"cluster": cluster} | named | {"rollout": action})
 
 
 def halts(status: str, ssm_status_details: str | None, not_the_nodes_fault: frozenset[str]) -> bool:

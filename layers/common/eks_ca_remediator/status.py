@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from eks_ca_remediator.models import ClusterRef, NodeKind, Status, Trigger
+from eks_ca_remediator.rollouts import control_event
 from eks_ca_remediator.safety import Breaker, live_leases
 
 STATES = ("current", "drifted", "in_flight", "failed", "waiting", "skipped")
@@ -93,6 +94,11 @@ class ClusterStatus:
     rollout: dict[str, Any] = field(default_factory=dict)  # the rollout in progress or halted, if any
     name: str = ""
     account: str = ""  # "" : the deployment's own account
+
+    def __post_init__(self) -> None:
+        if not self.name:  # given by its key alone: the name and account the key holds
+            ref = ClusterRef.of_key(self.cluster)
+            self.name, self.account = ref.name, self.account or ref.account or ""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,7 +197,7 @@ def render_rollouts(clusters: Sequence[ClusterStatus]) -> list[str]:
         lines.append(f"    halted in wave {r['wave']} on {r['halted_node']}")
         lines.append(f"    reason: {r['halted_reason']}"[:80])
         for action in ("resume", "rollback"):
-            lines.append(f'    {action}: {{"cluster": "{c.cluster}", "rollout": "{action}"}}'[:80])
+            lines.append(f"    {action}: {control_event(c.name, action, c.account or None)}"[:80])
     return lines
 
 

@@ -21,7 +21,14 @@ from eks_ca_remediator.errors import InvalidRequest, NotificationFailed
 from eks_ca_remediator.logic.plans import build_plan
 from eks_ca_remediator.logic.remediation import Remediator, iso
 from eks_ca_remediator.models import ClusterRef, Status, Target, Trigger
-from eks_ca_remediator.rollouts import Rollout, RolloutStatus, halts, trust_change, trust_changed
+from eks_ca_remediator.rollouts import (
+    Rollout,
+    RolloutStatus,
+    control_event,
+    halts,
+    trust_change,
+    trust_changed,
+)
 from eks_ca_remediator.sweeps import SweepJob
 
 logger = Logger(child=True)
@@ -36,9 +43,8 @@ def _cas(bundle: CaBundle) -> tuple[tuple[str, str, str], ...]:
 
 
 def _invoke(cluster: str, action: str, account: str | None = None) -> str:
-    """The manual invoke that resumes or rolls back a rollout (a member account's names its account)."""
-    named = f', "account": "{account}"' if account else ""
-    return f'sam remote invoke RemediateFunction --event \'{{"cluster": "{cluster}"{named}, "rollout": "{action}"}}\''
+    """The command that resumes or rolls back a rollout."""
+    return f"sam remote invoke RemediateFunction --event '{control_event(cluster, action, account)}'"
 
 
 def notify(remediator: Remediator, subject: str, lines: list[str]) -> None:
@@ -253,8 +259,8 @@ def _halt(remediator: Remediator, rollout: Rollout, record: dict[str, Any]) -> N
         instance_id=node,
         reason=reason,
         trust_changed=committed,
-        resume=f'{{"cluster": "{rollout.cluster}", "rollout": "resume"}}',
-        rollback=f'{{"cluster": "{rollout.cluster}", "rollout": "rollback"}}',
+        resume=control_event(rollout.cluster, "resume", record.get("account")),
+        rollback=control_event(rollout.cluster, "rollback", record.get("account")),
     )
     notify(
         remediator,
